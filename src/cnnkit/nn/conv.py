@@ -1,0 +1,136 @@
+"""Convolution layers: Conv2d and ConvTranspose2d (thin classes over :mod:`cnnkit.ops.conv`)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from cnnkit.backend import Array
+from cnnkit.errors import ShapeError
+from cnnkit.nn.base import Layer
+from cnnkit.nn.init import as_rng, uniform_fan_in
+from cnnkit.ops.conv import (
+    conv2d_backward,
+    conv2d_forward,
+    conv_transpose2d_backward,
+    conv_transpose2d_forward,
+)
+from cnnkit.ops.geometry import IntPair, Padding, pair, positive_pair
+
+
+class Conv2d(Layer):
+    """2-D convolution, eq. 15.25 (forward), 15.38 (dW) and 15.49 (dX).
+
+    Input (N, H, W, in_channels) -> output (N, H_out, W_out, out_channels).
+    ``params["weight"]``: (kh, kw, in_channels/groups, out_channels); ``params["bias"]``: (out_channels,).
+    ``padding`` accepts an int, (ph, pw), ((top, bottom), (left, right)), "same" or "valid".
+    Weights start U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as in PyTorch; pass ``rng`` for reproducibility.
+    ``need_input_grad=False`` (e.g. the first layer of a network) skips computing dX; backward then returns None.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        rng: Optional[np.random.Generator] = None,
+        dtype: Any = None,
+        need_input_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ShapeError(
+                f"Conv2d: groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride, self.dilation = positive_pair(stride, "stride"), positive_pair(dilation, "dilation")
+        self.padding, self.groups, self.need_input_grad = padding, groups, need_input_grad
+        kh, kw = self.kernel_size
+        fan_in = kh * kw * in_channels // groups
+        rng = as_rng(rng)
+        self.params["weight"] = uniform_fan_in((kh, kw, in_channels // groups, out_channels), fan_in, rng, dtype)
+        if bias:
+            self.params["bias"] = uniform_fan_in((out_channels,), fan_in, rng, dtype)
+        self._init_grads()
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = conv2d_forward(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation, self.groups
+        )
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        dx, dw, db = conv2d_backward(dy, self._saved(), need_dx=self.need_input_grad)
+        self._set_grad("weight", dw)
+        if db is not None:
+            self._set_grad("bias", db)
+        return dx  # type: ignore[return-value]
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding!r}, dilation={self.dilation}, groups={self.groups}, bias={'bias' in self.params}"
+        )
+
+
+class ConvTranspose2d(Layer):
+    """Transposed convolution, the adjoint of Conv2d (seed 002, "transposed convolution").
+
+    Input (N, H, W, in_channels) -> (N, H_out, W_out, out_channels) with
+    H_out = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1.
+    ``params["weight"]``: (kh, kw, in_channels, out_channels); ``params["bias"]``: (out_channels,).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        output_padding: IntPair = 0,
+        bias: bool = True,
+        dilation: IntPair = 1,
+        *,
+        rng: Optional[np.random.Generator] = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride, self.dilation = positive_pair(stride, "stride"), positive_pair(dilation, "dilation")
+        self.padding, self.output_padding = pair(padding, "padding"), pair(output_padding, "output_padding")
+        kh, kw = self.kernel_size
+        fan_in = kh * kw * out_channels  # PyTorch computes fan_in from weight dim 1 (out_channels)
+        rng = as_rng(rng)
+        self.params["weight"] = uniform_fan_in((kh, kw, in_channels, out_channels), fan_in, rng, dtype)
+        if bias:
+            self.params["bias"] = uniform_fan_in((out_channels,), fan_in, rng, dtype)
+        self._init_grads()
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = conv_transpose2d_forward(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.output_padding, self.dilation
+        )
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        dx, dw, db = conv_transpose2d_backward(dy, self._saved())
+        self._set_grad("weight", dw)
+        if db is not None:
+            self._set_grad("bias", db)
+        return dx
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, output_padding={self.output_padding}, dilation={self.dilation}"
+        )

@@ -1,0 +1,214 @@
+"""Convolution as im2row plus one matrix product, and its transpose (seed 000 §15.5; seed 002).
+
+Forward (eq. 15.25):  vec(y) = vec(phi(x) F), with phi(x) (N*H_out*W_out, kh*kw*C_in) and
+F = weight reshaped to (kh*kw*C_in, C_out).
+Backward: dF = phi(x)^T dY (eq. 15.38); dX = row2im(dY F^T) (eq. 15.49); db = sum of dY over rows.
+
+Groups split the input and output channels into ``groups`` independent convolutions; each is one
+matrix product, done together as a batched ``matmul`` over the group axis (depthwise: groups = C_in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from cnnkit.backend import Array, xp
+from cnnkit.errors import ShapeError
+from cnnkit.ops.geometry import IntPair, Padding, Window, check_rank, pair, window
+from cnnkit.ops.im2row import im2row, pad_nhwc, row2im, windows_view
+
+
+@dataclass
+class ConvCache:
+    """What conv2d's backward needs: the rows phi(x), the weight, geometry and shapes."""
+
+    rows: Array  # (M, kh*kw*C_in), M = N*H_out*W_out
+    weight: Array  # (kh, kw, C_in/groups, C_out)
+    x_shape: tuple[int, int, int, int]
+    win: Window
+    groups: int
+    has_bias: bool
+
+
+def _check_conv_args(x: Array, weight: Array, bias: Optional[Array], groups: int, what: str) -> None:
+    check_rank(x.shape, 4, what)
+    if weight.ndim != 4:
+        raise ShapeError(f"{what}: weight must be (kh, kw, C_in/groups, C_out), got shape {weight.shape}")
+    c_in, (kh, kw, cg, c_out) = x.shape[3], weight.shape
+    if groups < 1 or c_in % groups or c_out % groups:
+        raise ShapeError(
+            f"{what}: groups={groups} must divide both the input channels ({c_in}) and the output channels ({c_out})"
+        )
+    if cg * groups != c_in:
+        raise ShapeError(
+            f"{what}: input has {c_in} channels (shape {x.shape}) but the weight {weight.shape} expects "
+            f"C_in/groups = {cg} with groups={groups}, i.e. {cg * groups} input channels"
+        )
+    if bias is not None and bias.shape != (c_out,):
+        raise ShapeError(f"{what}: bias must have shape ({c_out},), got {bias.shape}")
+
+
+def _grouped_matmul(rows: Array, w2: Array, groups: int, taps: int) -> Array:
+    """rows (M, taps*C_in) @ block-diagonal weight -> (M, C_out).
+
+    w2 is the weight reshaped to (taps*C_in/groups, C_out).
+    """
+    m = rows.shape[0]
+    cg = rows.shape[1] // (taps * groups)
+    og = w2.shape[1] // groups
+    r = rows.reshape(m, taps, groups, cg).transpose(2, 0, 1, 3).reshape(groups, m, taps * cg)  # (g, M, taps*cg)
+    wg = w2.reshape(taps * cg, groups, og).transpose(1, 0, 2)  # (g, taps*cg, og)
+    y = xp.matmul(r, wg)  # (g, M, og)
+    return y.transpose(1, 0, 2).reshape(m, groups * og)  # (M, C_out), channel = g*og + o
+
+
+def conv2d_forward(
+    x: Array,
+    weight: Array,
+    bias: Optional[Array] = None,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> tuple[Array, ConvCache]:
+    """2-D convolution (cross-correlation, as every framework and the seed define it), eq. 15.25.
+
+    x: (N, H, W, C_in); weight: (kh, kw, C_in/groups, C_out); bias: (C_out,) or None.
+    Returns y: (N, H_out, W_out, C_out) and the cache for :func:`conv2d_backward`.
+    """
+    _check_conv_args(x, weight, bias, groups, "conv2d")
+    kh, kw, cg, c_out = weight.shape
+    x = x.astype(weight.dtype, copy=False)
+    rows, win = im2row(x, (kh, kw), stride, padding, dilation)  # (M, kh*kw*C_in)
+    w2 = weight.reshape(kh * kw * cg, c_out)  # F of eq. 15.25
+    if groups == 1:
+        y = rows @ w2  # (M, C_out)
+    else:
+        y = _grouped_matmul(rows, w2, groups, kh * kw)
+    if bias is not None:
+        y += bias
+    n = x.shape[0]
+    y = y.reshape(n, win.out[0], win.out[1], c_out)
+    return y, ConvCache(rows, weight, tuple(x.shape), win, groups, bias is not None)  # type: ignore[arg-type]
+
+
+def conv2d_backward(
+    dy: Array, cache: ConvCache, need_dx: bool = True
+) -> tuple[Optional[Array], Array, Optional[Array]]:
+    """Gradients of conv2d: returns ``(dx, dweight, dbias)``.
+
+    dy: (N, H_out, W_out, C_out). dweight = phi(x)^T dY (eq. 15.38); dx = row2im(dY F^T) (eq. 15.49);
+    dbias = dY summed over N, H_out, W_out (None without bias). ``need_dx=False`` skips dx (first layer).
+    """
+    w = cache.weight
+    kh, kw, cg, c_out = w.shape
+    n = cache.x_shape[0]
+    expected = (n, cache.win.out[0], cache.win.out[1], c_out)
+    if tuple(dy.shape) != expected:
+        raise ShapeError(f"conv2d backward: dy has shape {tuple(dy.shape)}, expected {expected}")
+    dy2 = dy.astype(w.dtype, copy=False).reshape(-1, c_out)  # dY: (M, C_out)
+    taps, g = kh * kw, cache.groups
+    if g == 1:
+        dw = (cache.rows.T @ dy2).reshape(w.shape)  # eq. 15.38
+    else:
+        m, og = dy2.shape[0], c_out // g
+        r = cache.rows.reshape(m, taps, g, cg).transpose(2, 1, 3, 0).reshape(g, taps * cg, m)  # (g, taps*cg, M)
+        d = dy2.reshape(m, g, og).transpose(1, 0, 2)  # (g, M, og)
+        dw = xp.matmul(r, d).transpose(1, 0, 2).reshape(w.shape)  # (taps*cg, g, og) -> (kh, kw, cg, C_out)
+    db = dy2.sum(axis=0) if cache.has_bias else None
+    if not need_dx:
+        return None, dw, db
+    w2 = w.reshape(taps * cg, c_out)
+    if g == 1:
+        drows = dy2 @ w2.T  # (M, kh*kw*C_in)
+    else:
+        m = dy2.shape[0]
+        d = dy2.reshape(m, g, og).transpose(1, 0, 2)  # (g, M, og)
+        wg = w2.reshape(taps, cg, g, og).transpose(2, 3, 0, 1).reshape(g, og, taps * cg)  # F_g^T per group
+        dr = xp.matmul(d, wg).reshape(g, m, taps, cg)  # (g, M, taps, cg)
+        drows = dr.transpose(1, 2, 0, 3).reshape(m, taps * g * cg)  # column = tap*C_in + g*cg + c
+    dx = row2im(drows, cache.x_shape, cache.win)
+    return dx, dw, db
+
+
+@dataclass
+class ConvTransposeCache:
+    """What conv_transpose2d's backward needs."""
+
+    x: Array  # (N, H, W, C_in)
+    weight: Array  # (kh, kw, C_in, C_out)
+    y_shape: tuple[int, int, int, int]
+    win: Window  # geometry of the conv2d whose adjoint this is (its input is y)
+    has_bias: bool
+
+
+def conv_transpose_out_size(size: int, k: int, stride: int, padding: int, output_padding: int, dilation: int) -> int:
+    """H_out = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1 (PyTorch's formula)."""
+    return (size - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
+
+
+def conv_transpose2d_forward(
+    x: Array,
+    weight: Array,
+    bias: Optional[Array] = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    dilation: IntPair = 1,
+) -> tuple[Array, ConvTransposeCache]:
+    """Transposed ("fractionally strided") convolution: the adjoint of conv2d (seed 002).
+
+    If conv2d with weight W' (kh, kw, C_out, C_in) maps an (H_out, W_out, C_out) image to (H, W, C_in),
+    this maps x (N, H, W, C_in) to y (N, H_out, W_out, C_out) by y = row2im(x W'^T), where
+    W' = weight.transpose(0, 1, 3, 2). weight: (kh, kw, C_in, C_out), PyTorch's (C_in, C_out, kh, kw)
+    moved to the seed's order. H_out = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1.
+    """
+    check_rank(x.shape, 4, "conv_transpose2d")
+    if weight.ndim != 4 or weight.shape[2] != x.shape[3]:
+        raise ShapeError(
+            f"conv_transpose2d: weight must be (kh, kw, C_in, C_out) with C_in = {x.shape[3]} "
+            f"(input shape {x.shape}); got weight shape {weight.shape}"
+        )
+    kh, kw, c_in, c_out = weight.shape
+    if bias is not None and bias.shape != (c_out,):
+        raise ShapeError(f"conv_transpose2d: bias must have shape ({c_out},), got {bias.shape}")
+    s, p, op, d = pair(stride, "stride"), pair(padding, "padding"), pair(output_padding, "output_padding"), pair(dilation, "dilation")
+    if min(s) < 1 or min(d) < 1 or min(p) < 0 or min(op) < 0:
+        raise ShapeError(f"conv_transpose2d: stride/dilation must be >= 1 and padding/output_padding >= 0; got {s}, {d}, {p}, {op}")
+    if op[0] >= max(s[0], d[0]) or op[1] >= max(s[1], d[1]):
+        raise ShapeError(f"conv_transpose2d: output_padding {op} must be smaller than stride {s} or dilation {d}")
+    n, h, w_in, _ = x.shape
+    ho = conv_transpose_out_size(h, kh, s[0], p[0], op[0], d[0])
+    wo = conv_transpose_out_size(w_in, kw, s[1], p[1], op[1], d[1])
+    if ho < 1 or wo < 1:
+        raise ShapeError(f"conv_transpose2d: input {x.shape} with kernel {kh}x{kw}, stride {s}, padding {p} gives an empty output {ho}x{wo}")
+    # geometry of the forward conv (y -> x); output_padding extends the bottom/right pads
+    win = window((ho, wo), (kh, kw), s, ((p[0], p[0]), (p[1], p[1])), d, what="conv_transpose2d")
+    if win.out != (h, w_in):
+        raise ShapeError(f"conv_transpose2d: internal geometry mismatch {win.out} != {(h, w_in)}")
+    x = x.astype(weight.dtype, copy=False)
+    wt = weight.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)  # (C_in, kh*kw*C_out)
+    rows = x.reshape(-1, c_in) @ wt  # (N*H*W, kh*kw*C_out)
+    y = row2im(rows, (n, ho, wo, c_out), win)
+    if bias is not None:
+        y += bias
+    return y, ConvTransposeCache(x, weight, (n, ho, wo, c_out), win, bias is not None)
+
+
+def conv_transpose2d_backward(dy: Array, cache: ConvTransposeCache) -> tuple[Array, Array, Optional[Array]]:
+    """Gradients of conv_transpose2d: ``(dx, dweight, dbias)``; dx is a plain conv2d of dy (the adjoint's adjoint)."""
+    if tuple(dy.shape) != cache.y_shape:
+        raise ShapeError(f"conv_transpose2d backward: dy has shape {tuple(dy.shape)}, expected {cache.y_shape}")
+    w = cache.weight
+    kh, kw, c_in, c_out = w.shape
+    dy = dy.astype(w.dtype, copy=False)
+    view = windows_view(pad_nhwc(dy, cache.win.pads), cache.win)  # (N, H, W, kh, kw, C_out)
+    m = cache.x.shape[0] * cache.x.shape[1] * cache.x.shape[2]
+    drows = xp.ascontiguousarray(view).reshape(m, kh * kw * c_out)  # im2row(dy)
+    wt = w.transpose(2, 0, 1, 3).reshape(c_in, kh * kw * c_out)
+    dx = (drows @ wt.T).reshape(cache.x.shape)
+    dwt = cache.x.reshape(m, c_in).T @ drows  # (C_in, kh*kw*C_out)
+    dw = dwt.reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3)
+    db = dy.sum(axis=(0, 1, 2)) if cache.has_bias else None
+    return dx, xp.ascontiguousarray(dw), db

@@ -1,0 +1,11 @@
+"""Shared test helpers: seeded generators and the optional PyTorch oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
