@@ -1,0 +1,80 @@
+"""Numerical gradient checking by centred differences (float64), for ops, layers and losses.
+
+Used by the test-suite and available to users who write their own layers:
+``check_layer(layer, x)`` compares ``layer.backward`` with (f(x+h) - f(x-h)) / 2h for the input and
+every parameter, where f is a random linear functional of the output, sum(r * layer(x)).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from cnnkit.backend import Array
+
+
+def numerical_grad(f: Callable[[], float], x: Array, eps: float = 1e-6) -> Array:
+    """dF/dx by centred differences, perturbing ``x`` in place (it is restored)."""
+    grad = np.zeros_like(x, dtype=np.float64)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    if not np.shares_memory(flat, x):
+        raise ValueError("numerical_grad needs a contiguous array it can perturb in place")
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        gflat[i] = (fp - fm) / (2 * eps)
+    return grad
+
+
+def max_rel_error(a: Array, b: Array) -> float:
+    """max |a-b| / max(1, |a|, |b|) elementwise: relative for large entries, absolute for small ones."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))))
+
+
+def check_layer(
+    layer,  # noqa: ANN001 - any object with the Layer contract
+    x: Array,
+    train: bool = False,
+    eps: float = 1e-6,
+    rng: Optional[np.random.Generator] = None,
+    check_input: bool = True,
+) -> dict[str, float]:
+    """Compare a layer's analytic gradients with numerical ones; returns the max relative error per name.
+
+    Keys: ``"x"`` for the input and each parameter name. For layers with randomness in training
+    (dropout) the caller must make the forward deterministic (e.g. reseed inside).
+    """
+    rng = rng or np.random.default_rng(0)
+    y = layer.forward(x, train)
+    r = rng.standard_normal(y.shape)
+
+    def f() -> float:
+        return float(np.sum(r * layer.forward(x, train)))
+
+    layer.forward(x, train)
+    dx = layer.backward(r.astype(y.dtype))
+    analytic = {k: np.array(v, copy=True) for k, v in layer.grads.items()}
+    errors: dict[str, float] = {}
+    if check_input:
+        errors["x"] = max_rel_error(dx, numerical_grad(f, x, eps))
+    for name, p in layer.params.items():
+        errors[name] = max_rel_error(analytic[name], numerical_grad(f, p, eps))
+    return errors
+
+
+def check_loss(loss, prediction: Array, target: Array, eps: float = 1e-6) -> float:  # noqa: ANN001
+    """Max relative error between ``loss.backward()`` and the numerical gradient of the loss value."""
+    loss.forward(prediction, target)
+    analytic = np.array(loss.backward(), copy=True)
+    numeric = numerical_grad(lambda: float(loss.forward(prediction, target)), prediction, eps)
+    return max_rel_error(analytic, numeric)
