@@ -47,14 +47,15 @@ def im2row(
     padding: Padding = 0,
     dilation: IntPair = 1,
     pad_value: float = 0.0,
+    what: str = "im2row",
 ) -> tuple[Array, Window]:
     """phi(x): the im2row expansion of eq. 15.25 for a batch.
 
     x: (N, H, W, C). Returns ``(rows, window)`` with rows shaped (N*H_out*W_out, kh*kw*C) and the
     resolved :class:`Window` geometry (needed by :func:`row2im`).
     """
-    check_rank(x.shape, 4, "im2row")
-    win = window((x.shape[1], x.shape[2]), kernel_size, stride, padding, dilation, what="im2row")
+    check_rank(x.shape, 4, what)
+    win = window((x.shape[1], x.shape[2]), kernel_size, stride, padding, dilation, what=what)
     view = windows_view(pad_nhwc(x, win.pads, pad_value), win)  # (N, Ho, Wo, kh, kw, C)
     n, ho, wo, kh, kw, c = view.shape
     rows = xp.ascontiguousarray(view).reshape(n * ho * wo, kh * kw * c)  # one copy

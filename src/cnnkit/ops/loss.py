@@ -1,0 +1,363 @@
+"""Losses as pure forward/backward pairs: ``<name>_forward(prediction, target) -> (value, cache)`` and
+``<name>_backward(cache) -> dprediction``.
+
+``value`` is a Python float, the mean over the batch (see each loss for what one example is), and
+the backward returns the gradient of that mean with the prediction's shape and dtype. Everything is
+computed in the prediction's dtype (non-float predictions become float32).
+
+Regression losses (prediction and target of the same shape, batch on axis 0):
+
+* :func:`l2_loss_forward`:   z = 1/2 ||t - x||^2 per example (eq. 15.6), averaged over the batch.
+* :func:`mse_forward`:       mean of (x - t)^2 over all elements (seed 003 §2.5.1; PyTorch's MSELoss).
+* :func:`l1_forward`:        mean of |x - t| over all elements (L1 / mean absolute error, PyTorch's L1Loss).
+* :func:`msle_forward`:      mean of (log(1 + x) - log(1 + t))^2 (mean squared logarithmic error).
+* :func:`mape_forward`:      100 * mean of |t - x| / max(|t|, eps) (mean absolute percentage error).
+
+Classification losses (scores of shape (..., K), the last axis holding the K classes):
+
+* :func:`softmax_cross_entropy_forward`: -log softmax(x)_label (eq. 15.7 feeding the cross entropy of
+  seed 000 §15.2), fused and stable; integer labels or probability targets.
+* :func:`multi_margin_forward`: multiclass hinge (SVM) loss, PyTorch's MultiMarginLoss.
+* :func:`bce_with_logits_forward` / :func:`bce_forward`: the binary cross entropy of seed 003 §2.5.7,
+  -(t log p + (1 - t) log(1 - p)), from logits (stable) or from probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from cnnkit.backend import Array, xp
+from cnnkit.errors import ShapeError
+from cnnkit.ops.activation import as_float, stable_sigmoid
+
+MAPE_EPSILON = 1e-7
+"""Floor on |t| in MAPE's denominator (Keras' epsilon)."""
+
+BCE_EPSILON = 1e-12
+"""Floor on p (1 - p) in the backward of the probability-space BCE (PyTorch's value)."""
+
+
+def _same_shape(prediction: Array, target: Array, what: str) -> tuple[Array, Array]:
+    """Validate a regression pair; return both as float arrays in the prediction's dtype."""
+    p = as_float(prediction)
+    t = xp.asarray(target)
+    if p.shape != t.shape:
+        raise ShapeError(
+            f"{what}: prediction has shape {tuple(p.shape)} but target has shape {tuple(t.shape)}; "
+            f"they must be equal"
+        )
+    if p.ndim == 0 or p.shape[0] == 0:
+        raise ShapeError(f"{what}: needs a non-empty batch on axis 0, got prediction shape {tuple(p.shape)}")
+    return p, t.astype(p.dtype, copy=False)
+
+
+# ------------------------------------------------------------------------------------ regression
+@dataclass
+class DiffCache:
+    """The residual x - t and the constant the gradient is scaled by."""
+
+    diff: Array
+    scale: float
+
+
+def l2_loss_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]:
+    """z = 1/2 ||t - x||^2 for each example (eq. 15.6), averaged over the batch (axis 0).
+
+    prediction, target: (N, ...). Value = sum((x - t)^2) / (2 N).
+    """
+    p, t = _same_shape(prediction, target, "l2_loss")
+    diff = p - t
+    n = p.shape[0]
+    value = 0.5 * float(xp.vdot(diff.reshape(-1), diff.reshape(-1))) / n
+    return value, DiffCache(diff, 1.0 / n)
+
+
+def l2_loss_backward(cache: DiffCache) -> Array:
+    """d/dx of the batch mean of eq. 15.6: (x - t) / N."""
+    return cache.diff * cache.diff.dtype.type(cache.scale)
+
+
+def mse_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]:
+    """Mean squared error over all elements (= the batch mean of each example's mean); seed 003 §2.5.1.
+
+    prediction, target: any equal shapes with a batch axis first.
+    """
+    p, t = _same_shape(prediction, target, "mse")
+    diff = p - t
+    value = float(xp.vdot(diff.reshape(-1), diff.reshape(-1))) / diff.size
+    return value, DiffCache(diff, 2.0 / diff.size)
+
+
+def mse_backward(cache: DiffCache) -> Array:
+    """2 (x - t) / numel."""
+    return cache.diff * cache.diff.dtype.type(cache.scale)
+
+
+def l1_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]:
+    """Mean absolute error (the L1 loss averaged over all elements, PyTorch's L1Loss; seed 003 §2.5)."""
+    p, t = _same_shape(prediction, target, "l1")
+    diff = p - t
+    value = float(xp.abs(diff).mean())
+    return value, DiffCache(diff, 1.0 / diff.size)
+
+
+def l1_backward(cache: DiffCache) -> Array:
+    """sign(x - t) / numel (0 where x == t, as in PyTorch)."""
+    g = xp.sign(cache.diff)
+    g *= cache.scale
+    return g
+
+
+@dataclass
+class MSLECache:
+    diff: Array  # log1p(x) - log1p(t)
+    prediction: Array
+
+
+def msle_forward(prediction: Array, target: Array) -> tuple[float, MSLECache]:
+    """Mean squared logarithmic error: mean of (log(1 + x) - log(1 + t))^2 over all elements (seed 003 §2.5).
+
+    Both prediction and target must be > -1 (ValueError otherwise); Keras' definition without its
+    clipping of negative values to epsilon.
+    """
+    p, t = _same_shape(prediction, target, "msle")
+    for name, a in (("prediction", p), ("target", t)):
+        if a.size and not bool(xp.all(a > -1)):
+            raise ValueError(f"msle: every {name} value must be > -1 (log(1 + value) is taken); got min {float(a.min())}")
+    diff = xp.log1p(p) - xp.log1p(t)
+    value = float(xp.vdot(diff.reshape(-1), diff.reshape(-1))) / diff.size
+    return value, MSLECache(diff, p)
+
+
+def msle_backward(cache: MSLECache) -> Array:
+    """2 (log(1 + x) - log(1 + t)) / ((1 + x) numel)."""
+    g = cache.diff * (2.0 / cache.diff.size)
+    g /= 1 + cache.prediction
+    return g
+
+
+@dataclass
+class MAPECache:
+    diff: Array  # x - t
+    denom: Array  # max(|t|, eps)
+
+
+def mape_forward(prediction: Array, target: Array, eps: float = MAPE_EPSILON) -> tuple[float, MAPECache]:
+    """Mean absolute percentage error: 100 * mean of |t - x| / max(|t|, eps) (Keras' definition; seed 003 §2.5)."""
+    p, t = _same_shape(prediction, target, "mape")
+    diff = p - t
+    denom = xp.maximum(xp.abs(t), eps)
+    value = 100.0 * float((xp.abs(diff) / denom).mean())
+    return value, MAPECache(diff, denom)
+
+
+def mape_backward(cache: MAPECache) -> Array:
+    """100 sign(x - t) / (max(|t|, eps) numel)."""
+    g = xp.sign(cache.diff)
+    g *= 100.0 / cache.diff.size
+    g /= cache.denom
+    return g
+
+
+# ---------------------------------------------------------------------------------- classification
+def _flat_labels(scores: Array, labels: Array, what: str) -> tuple[Array, Array]:
+    """Scores (..., K) -> (M, K) and integer labels of the leading shape -> (M,), validated.
+
+    Labels may have exactly the leading shape scores.shape[:-1], or be (N,) when every leading axis
+    after the first has size 1 (a fully connected layer written as a convolution gives (N, 1, 1, K)).
+    """
+    if scores.ndim < 1 or scores.shape[-1] < 1:
+        raise ShapeError(f"{what}: scores must have shape (..., K) with K >= 1 classes, got {tuple(scores.shape)}")
+    labels = xp.asarray(labels)
+    lead = tuple(scores.shape[:-1])
+    ok = labels.shape == lead or (
+        labels.ndim == 1 and len(lead) >= 1 and lead[0] == labels.shape[0] and all(d == 1 for d in lead[1:])
+    )
+    if not ok:
+        raise ShapeError(
+            f"{what}: scores have shape {tuple(scores.shape)}, so integer labels must have shape {lead}"
+            + (f" or ({lead[0]},)" if len(lead) > 1 and all(d == 1 for d in lead[1:]) else "")
+            + f"; got labels of shape {tuple(labels.shape)}"
+        )
+    if labels.dtype.kind not in "iub":
+        raise ValueError(f"{what}: labels must be integers, got dtype {labels.dtype}")
+    k = scores.shape[-1]
+    flat = labels.reshape(-1).astype(xp.intp, copy=False)
+    if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= k):
+        raise ValueError(
+            f"{what}: labels must lie in [0, {k}) for {k} classes (scores shape {tuple(scores.shape)}); "
+            f"got values in [{int(flat.min())}, {int(flat.max())}]"
+        )
+    rows = scores.reshape(-1, k)  # (M, K), M = prod of the leading axes
+    if rows.shape[0] == 0:
+        raise ShapeError(f"{what}: empty batch, scores shape {tuple(scores.shape)}")
+    return rows, flat
+
+
+@dataclass
+class SoftmaxCrossEntropyCache:
+    probabilities: Array  # softmax of the logits, the logits' shape (..., K)
+    labels: Optional[Array]  # (M,) integer labels, or None with probability targets
+    target: Optional[Array]  # (M, K) probability targets, or None with integer labels
+
+
+def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, SoftmaxCrossEntropyCache]:
+    """Softmax (eq. 15.7) and cross entropy fused: the mean over rows of -log softmax(x)_label.
+
+    logits: (..., K), e.g. (N, K) or (N, 1, 1, K); labels: integers of the leading shape (or (N,) for
+    (N, 1, 1, K)), or float probability targets of the logits' shape (the C-dimensional t of seed 000
+    §15.2; the loss is then -sum_k t_k log softmax(x)_k). Every row of the leading axes is one example.
+    Computed as log-sum-exp with the row maximum subtracted, so logits of +-1e4 stay finite.
+    """
+    x = as_float(logits)
+    lab = xp.asarray(labels)
+    if x.ndim < 1:
+        raise ShapeError(f"softmax_cross_entropy: logits must have shape (..., K), got {tuple(x.shape)}")
+    k = x.shape[-1]
+    soft = lab.dtype.kind == "f"
+    if soft:
+        if lab.shape != x.shape:
+            raise ShapeError(
+                f"softmax_cross_entropy: probability targets must have the logits' shape {tuple(x.shape)}; "
+                f"got {tuple(lab.shape)} (integer labels would have shape {tuple(x.shape[:-1])})"
+            )
+        rows = x.reshape(-1, k)  # (M, K)
+        if rows.shape[0] == 0:
+            raise ShapeError(f"softmax_cross_entropy: empty batch, logits shape {tuple(x.shape)}")
+        target = lab.astype(x.dtype, copy=False).reshape(-1, k)  # (M, K)
+    else:
+        rows, flat = _flat_labels(x, lab, "softmax_cross_entropy")
+    m = rows.shape[0]
+    e = rows - rows.max(axis=1, keepdims=True)  # (M, K) shifted logits, row maxima 0
+    # the loss needs the shifted logits: sum_k t_k (log Z - s_k), or log Z - s_label for integer labels
+    t_dot_s = float(xp.vdot(target.reshape(-1), e.reshape(-1))) if soft else float(e[xp.arange(m), flat].sum())
+    xp.exp(e, out=e)
+    z = e.sum(axis=1, keepdims=True)  # (M, 1), in [1, K]
+    log_z = xp.log(z[:, 0])  # (M,)
+    e /= z  # probabilities
+    if soft:
+        value = (float(xp.vdot(target.sum(axis=1), log_z)) - t_dot_s) / m
+        cache = SoftmaxCrossEntropyCache(e.reshape(x.shape), None, target)
+    else:
+        value = (float(log_z.sum()) - t_dot_s) / m
+        cache = SoftmaxCrossEntropyCache(e.reshape(x.shape), flat, None)
+    return value, cache
+
+
+def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache) -> Array:
+    """(softmax(x) - onehot(label)) / M for the mean over M rows (with targets: (p sum_k t_k - t) / M)."""
+    p = cache.probabilities
+    k = p.shape[-1]
+    g = p.reshape(-1, k).copy()  # (M, K)
+    m = g.shape[0]
+    if cache.labels is not None:
+        g[xp.arange(m), cache.labels] -= 1
+    else:
+        t = cache.target
+        g *= t.sum(axis=1, keepdims=True)
+        g -= t
+    g *= 1.0 / m
+    return g.reshape(p.shape)
+
+
+@dataclass
+class MultiMarginCache:
+    active: Array  # (M, K): d loss_row / d x_j for j != label (margin violations), 0 at the label
+    labels: Array  # (M,)
+    shape: tuple[int, ...]
+
+
+def multi_margin_forward(
+    scores: Array, labels: Array, margin: float = 1.0, p: int = 1
+) -> tuple[float, MultiMarginCache]:
+    """Multiclass hinge (SVM) loss, PyTorch's MultiMarginLoss: per row
+    sum_{j != y} max(0, margin - x_y + x_j)^p / K, averaged over the rows.
+
+    scores: (..., K) with integer labels of the leading shape (see softmax cross entropy); p is 1 or 2.
+    The CS231n notes (seed 002's "SVM loss") omit the division by K; multiply by K for that variant.
+    """
+    if p not in (1, 2):
+        raise ValueError(f"multi_margin: p must be 1 or 2, got {p}")
+    x = as_float(scores)
+    rows, flat = _flat_labels(x, labels, "multi_margin")
+    m, k = rows.shape
+    idx = xp.arange(m)
+    a = rows - rows[idx, flat][:, None]  # (M, K): x_j - x_y
+    a += margin
+    a[idx, flat] = 0  # the j == y term is excluded
+    xp.maximum(a, 0, out=a)  # hinge
+    if p == 1:
+        value = float(a.sum()) / (k * m)
+        active = (a > 0).astype(x.dtype)
+    else:
+        value = float(xp.vdot(a.reshape(-1), a.reshape(-1))) / (k * m)
+        active = a
+        active *= 2
+    return value, MultiMarginCache(active, flat, tuple(x.shape))
+
+
+def multi_margin_backward(cache: MultiMarginCache) -> Array:
+    """d/dx_j = p max(0, a_j)^(p-1) [a_j > 0] / (K M) for j != y; d/dx_y = minus their sum."""
+    g = cache.active.copy()  # (M, K)
+    m, k = g.shape
+    g[xp.arange(m), cache.labels] = -g.sum(axis=1)
+    g *= 1.0 / (k * m)
+    return g.reshape(cache.shape)
+
+
+@dataclass
+class BCECache:
+    residual: Array  # sigmoid(x) - t (logits) or x - t (probabilities)
+    denom: Optional[Array]  # max(p (1 - p), eps) for probabilities, None for logits
+
+
+def bce_with_logits_forward(logits: Array, target: Array) -> tuple[float, BCECache]:
+    """Binary cross entropy of sigmoid(x) against t in [0, 1] (seed 003 §2.5.7), mean over all elements.
+
+    Per element max(x, 0) - x t + log(1 + exp(-|x|)), which never overflows. Shapes equal.
+    """
+    x, t = _same_shape(logits, target, "bce_with_logits")
+    ell = xp.abs(x)
+    xp.negative(ell, out=ell)
+    xp.exp(ell, out=ell)
+    xp.log1p(ell, out=ell)  # log(1 + exp(-|x|))
+    ell += xp.maximum(x, 0)
+    ell -= x * t
+    value = float(ell.mean())
+    residual = stable_sigmoid(x)
+    residual -= t
+    return value, BCECache(residual, None)
+
+
+def bce_with_logits_backward(cache: BCECache) -> Array:
+    """(sigmoid(x) - t) / numel."""
+    return cache.residual * (1.0 / cache.residual.size)
+
+
+def bce_forward(probabilities: Array, target: Array) -> tuple[float, BCECache]:
+    """Binary cross entropy -(t log p + (1 - t) log(1 - p)) on probabilities p in [0, 1] (seed 003 §2.5.7),
+    mean over all elements; each log is clamped at -100 as in PyTorch's BCELoss, so p = 0 or 1 stays finite.
+    """
+    p, t = _same_shape(probabilities, target, "bce")
+    if p.size and not (bool(xp.all(p >= 0)) and bool(xp.all(p <= 1))):
+        raise ValueError(f"bce: probabilities must lie in [0, 1]; got values in [{float(p.min())}, {float(p.max())}]")
+    with_errstate = getattr(xp, "errstate", None)
+    if with_errstate is not None:
+        with with_errstate(divide="ignore"):
+            log_p, log_q = xp.log(p), xp.log1p(-p)
+    else:  # pragma: no cover - array modules without errstate
+        log_p, log_q = xp.log(p), xp.log1p(-p)
+    xp.maximum(log_p, -100, out=log_p)
+    xp.maximum(log_q, -100, out=log_q)
+    value = -float((t * log_p + (1 - t) * log_q).mean())
+    denom = xp.maximum(p * (1 - p), BCE_EPSILON)
+    return value, BCECache(p - t, denom)
+
+
+def bce_backward(cache: BCECache) -> Array:
+    """(p - t) / (max(p (1 - p), 1e-12) numel), PyTorch's BCELoss gradient."""
+    g = cache.residual / cache.denom
+    g *= 1.0 / g.size
+    return g
+

@@ -1,0 +1,98 @@
+"""Pickle-free, atomic storage of arrays and metadata (models, checkpoints, preprocessing statistics).
+
+A file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) read back with ``allow_pickle=False``, so
+a file from a stranger can hold numbers and text but never code. Metadata (a JSON-serialisable dict)
+rides along as UTF-8 bytes under the key ``__meta__``. Writes go to a temporary file in the target's
+directory, are flushed to disk, then renamed over the target: a reader (or a run killed mid-write)
+sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from cnnkit.backend import Array
+
+META_KEY = "__meta__"
+PathLike = Union[str, os.PathLike]
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_arrays(path: PathLike, arrays: dict[str, Array], meta: dict[str, Any] | None = None) -> None:
+    """Save named arrays plus JSON metadata to an ``.npz`` file, atomically and without pickle."""
+    import io
+
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY!r} is reserved for metadata")
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in payload.items():
+        if v.dtype == object:
+            raise ValueError(f"array {k!r} has dtype object, which cannot be stored without pickle")
+    payload[META_KEY] = np.frombuffer(json.dumps(meta or {}, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **payload)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_arrays(path: PathLike) -> tuple[dict[str, Array], dict[str, Any]]:
+    """Load what :func:`save_arrays` wrote; never unpickles. Raises ValueError naming a bad file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError for pickled content, OSError ...
+        raise ValueError(f"{path}: not a readable cnnkit .npz file ({exc})") from exc
+    raw = arrays.pop(META_KEY, None)
+    meta = json.loads(raw.tobytes().decode("utf-8")) if raw is not None else {}
+    return arrays, meta
+
+
+def state_arrays(model: Any) -> dict[str, Array]:
+    """A model's parameters and buffers as ``{"param/<name>": ..., "buffer/<name>": ...}``."""
+    out = {f"param/{k}": v for k, v in model.params.items()}
+    out.update({f"buffer/{k}": v for k, v in model.buffers.items()})
+    return out
+
+
+def load_state_arrays(model: Any, arrays: dict[str, Array], strict: bool = True) -> None:
+    """Copy ``param/``/``buffer/`` arrays into a model in place; shapes must match."""
+    targets = {f"param/{k}": v for k, v in model.params.items()}
+    targets.update({f"buffer/{k}": v for k, v in model.buffers.items()})
+    missing = sorted(set(targets) - set(k for k in arrays if k.startswith(("param/", "buffer/"))))
+    if strict and missing:
+        raise ValueError(f"state is missing {len(missing)} entries the model has, e.g. {missing[:3]}")
+    for key, dst in targets.items():
+        if key not in arrays:
+            continue
+        src = arrays[key]
+        if src.shape != dst.shape:
+            raise ValueError(f"state entry {key!r} has shape {src.shape}; the model expects {dst.shape}")
+        dst[...] = src
