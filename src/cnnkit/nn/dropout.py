@@ -1,0 +1,35 @@
+"""Dropout layer (thin class over :mod:`cnnkit.ops.dropout`); seed 000 §15.7.1 "随机失活层"."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from cnnkit.backend import Array
+from cnnkit.nn.base import Layer
+from cnnkit.nn.init import as_rng
+from cnnkit.ops.dropout import check_p, dropout_backward, dropout_forward
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each entry is zeroed with probability p and the rest scaled by
+    1/(1-p); at evaluation (``train=False``) the identity. Any input shape.
+
+    ``rng`` (np.random.Generator) draws the masks; None gives a fresh OS-seeded generator.
+    """
+
+    def __init__(self, p: float = 0.5, rng: Optional[np.random.Generator] = None) -> None:
+        super().__init__()
+        self.p = check_p(p)
+        self.rng = as_rng(rng)
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = dropout_forward(x, self.p, train, self.rng)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return dropout_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

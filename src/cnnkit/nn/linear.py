@@ -1,0 +1,94 @@
+"""Fully connected layer and Flatten (thin classes over :mod:`cnnkit.ops.linear`); seed 000 §15.5.8."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+
+from cnnkit.backend import Array
+from cnnkit.errors import ShapeError
+from cnnkit.nn.base import Layer
+from cnnkit.nn.init import as_rng, uniform_fan_in
+from cnnkit.ops.linear import linear_backward, linear_forward
+
+
+class Linear(Layer):
+    """y = x W + b for x (N, in_features) -> (N, out_features).
+
+    ``params["weight"]``: (in_features, out_features) (PyTorch's weight transposed);
+    ``params["bias"]``: (out_features,). Both start U(-1/sqrt(in_features), 1/sqrt(in_features)) as in
+    PyTorch. Images (N, H, W, C) must go through :class:`Flatten` first (NHWC order), or the layer can
+    be turned into a convolution with :func:`cnnkit.ops.linear.fc_to_conv`.
+    ``need_input_grad=False`` skips dx (backward returns None).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng: Optional[np.random.Generator] = None,
+        dtype: Any = None,
+        need_input_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        if int(in_features) < 1 or int(out_features) < 1:
+            raise ShapeError(f"Linear: in_features and out_features must be >= 1, got {in_features}, {out_features}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.need_input_grad = need_input_grad
+        rng = as_rng(rng)
+        self.params["weight"] = uniform_fan_in((self.in_features, self.out_features), self.in_features, rng, dtype)
+        if bias:
+            self.params["bias"] = uniform_fan_in((self.out_features,), self.in_features, rng, dtype)
+        self._init_grads()
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        dx, dw, db = linear_backward(dy, self._saved(), need_dx=self.need_input_grad)
+        self._set_grad("weight", dw)
+        if db is not None:
+            self._set_grad("bias", db)
+        return dx  # type: ignore[return-value]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self.params}"
+
+
+class Flatten(Layer):
+    """Flatten axes ``start_dim..end_dim`` into one (default (N, ...) -> (N, prod)); backward reshapes back.
+
+    The order is the memory order of the input, so an (N, H, W, C) image flattens NHWC: feature
+    index (h*W + w)*C + c, unlike PyTorch's NCHW flatten (c*H + h)*W + w.
+    """
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        nd = x.ndim
+        s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
+        e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
+        if not (0 <= s < nd and 0 <= e < nd) or s > e:
+            raise ShapeError(
+                f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} do not select axes of an input of "
+                f"shape {tuple(x.shape)}"
+            )
+        shape = tuple(x.shape)
+        self._cache = shape
+        return x.reshape(shape[:s] + (math.prod(shape[s : e + 1]),) + shape[e + 1 :])
+
+    def backward(self, dy: Array) -> Array:
+        shape = self._saved()
+        if dy.size != math.prod(shape):
+            raise ShapeError(f"Flatten backward: dy has shape {tuple(dy.shape)}, expected {math.prod(shape)} entries for {shape}")
+        return dy.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

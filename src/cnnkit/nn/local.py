@@ -1,0 +1,85 @@
+"""Locally connected layer (thin class over :mod:`cnnkit.ops.local`); seed 002 "局部连接层"."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from cnnkit.backend import Array
+from cnnkit.errors import ShapeError
+from cnnkit.nn.base import Layer
+from cnnkit.nn.init import as_rng, uniform_fan_in
+from cnnkit.ops.geometry import IntPair, Padding, positive_pair, window
+from cnnkit.ops.local import locally_connected2d_backward, locally_connected2d_forward
+
+
+class LocallyConnected2d(Layer):
+    """A convolution whose kernel is not shared: one kernel (and bias) per output position.
+
+    Input (N, H, W, in_channels) with (H, W) = ``in_size`` fixed at construction -> output
+    (N, H_out, W_out, out_channels), H_out from conv2d's geometry (stride, padding incl. "same", dilation).
+    ``params["weight"]``: (H_out, W_out, kh, kw, in_channels, out_channels);
+    ``params["bias"]``: (H_out, W_out, out_channels). Both start U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    fan_in = kh*kw*in_channels, like Conv2d.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        in_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        bias: bool = True,
+        *,
+        dilation: IntPair = 1,
+        rng: Optional[np.random.Generator] = None,
+        dtype: Any = None,
+        need_input_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        if int(in_channels) < 1 or int(out_channels) < 1:
+            raise ShapeError(
+                f"LocallyConnected2d: in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}"
+            )
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.in_size = positive_pair(in_size, "in_size")
+        self.stride, self.dilation = positive_pair(stride, "stride"), positive_pair(dilation, "dilation")
+        self.padding, self.need_input_grad = padding, need_input_grad
+        win = window(self.in_size, self.kernel_size, self.stride, padding, self.dilation, what="LocallyConnected2d")
+        self.out_size = win.out
+        kh, kw = self.kernel_size
+        fan_in = kh * kw * self.in_channels
+        rng = as_rng(rng)
+        shape = (*win.out, kh, kw, self.in_channels, self.out_channels)
+        self.params["weight"] = uniform_fan_in(shape, fan_in, rng, dtype)
+        if bias:
+            self.params["bias"] = uniform_fan_in((*win.out, self.out_channels), fan_in, rng, dtype)
+        self._init_grads()
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        if x.ndim != 4 or tuple(x.shape[1:]) != (*self.in_size, self.in_channels):
+            raise ShapeError(
+                f"LocallyConnected2d: expected an input (N, {self.in_size[0]}, {self.in_size[1]}, {self.in_channels}), "
+                f"got shape {tuple(x.shape)}"
+            )
+        y, self._cache = locally_connected2d_forward(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation
+        )
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        dx, dw, db = locally_connected2d_backward(dy, self._saved(), need_dx=self.need_input_grad)
+        self._set_grad("weight", dw)
+        if db is not None:
+            self._set_grad("bias", db)
+        return dx  # type: ignore[return-value]
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, in_size={self.in_size}, "
+            f"stride={self.stride}, padding={self.padding!r}, dilation={self.dilation}, bias={'bias' in self.params}"
+        )
