@@ -29,7 +29,7 @@ from typing import Optional
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
-from cnnkit.ops.activation import as_float, stable_sigmoid
+from cnnkit.ops.activation import as_float, row_shift, row_sum, stable_sigmoid
 
 MAPE_EPSILON = 1e-7
 """Floor on |t| in MAPE's denominator (Keras' epsilon)."""
@@ -208,7 +208,8 @@ def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, 
     logits: (..., K), e.g. (N, K) or (N, 1, 1, K); labels: integers of the leading shape (or (N,) for
     (N, 1, 1, K)), or float probability targets of the logits' shape (the C-dimensional t of seed 000
     §15.2; the loss is then -sum_k t_k log softmax(x)_k). Every row of the leading axes is one example.
-    Computed as log-sum-exp with the row maximum subtracted, so logits of +-1e4 stay finite.
+    Computed as log-sum-exp with the row maximum subtracted whenever exp could overflow, so logits of
+    +-1e4 stay finite.
     """
     x = as_float(logits)
     lab = xp.asarray(labels)
@@ -229,11 +230,12 @@ def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, 
     else:
         rows, flat = _flat_labels(x, lab, "softmax_cross_entropy")
     m = rows.shape[0]
-    e = rows - rows.max(axis=1, keepdims=True)  # (M, K) shifted logits, row maxima 0
-    # the loss needs the shifted logits: sum_k t_k (log Z - s_k), or log Z - s_label for integer labels
-    t_dot_s = float(xp.vdot(target.reshape(-1), e.reshape(-1))) if soft else float(e[xp.arange(m), flat].sum())
-    xp.exp(e, out=e)
-    z = e.sum(axis=1, keepdims=True)  # (M, 1), in [1, K]
+    shift = row_shift(rows)
+    s = rows if shift is None else rows - shift  # (M, K) logits, shifted when exp could overflow
+    # the loss needs s: sum_k t_k (log Z - s_k), or log Z - s_label for integer labels, Z = sum_k exp(s_k)
+    t_dot_s = float(xp.vdot(target.reshape(-1), s.reshape(-1))) if soft else float(s[xp.arange(m), flat].sum())
+    e = xp.exp(s) if shift is None else xp.exp(s, out=s)
+    z = row_sum(e)  # (M, 1)
     log_z = xp.log(z[:, 0])  # (M,)
     e /= z  # probabilities
     if soft:
@@ -247,17 +249,17 @@ def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, 
 
 def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache) -> Array:
     """(softmax(x) - onehot(label)) / M for the mean over M rows (with targets: (p sum_k t_k - t) / M)."""
-    p = cache.probabilities
+    p = cache.probabilities  # not modified: the loss layer exposes it
     k = p.shape[-1]
-    g = p.reshape(-1, k).copy()  # (M, K)
-    m = g.shape[0]
+    m = p.size // k
     if cache.labels is not None:
-        g[xp.arange(m), cache.labels] -= 1
+        g = p.reshape(m, k) * (1.0 / m)  # (M, K)
+        g[xp.arange(m), cache.labels] -= 1.0 / m
     else:
         t = cache.target
-        g *= t.sum(axis=1, keepdims=True)
+        g = p.reshape(m, k) * t.sum(axis=1, keepdims=True)
         g -= t
-    g *= 1.0 / m
+        g *= 1.0 / m
     return g.reshape(p.shape)
 
 

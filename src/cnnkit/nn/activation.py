@@ -1,0 +1,209 @@
+"""Activation layers: thin classes over :mod:`cnnkit.ops.activation`, with PyTorch's names and arguments.
+
+All act element-wise on any shape except PReLU (one slope per channel, the last axis of NHWC) and
+Softmax/LogSoftmax (over the last axis). Parameterless layers compute in the input's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnkit.backend import Array, default_float, xp
+from cnnkit.nn.base import Layer
+from cnnkit.ops.activation import (
+    elu_backward,
+    elu_forward,
+    leaky_relu_backward,
+    leaky_relu_forward,
+    log_softmax_backward,
+    log_softmax_forward,
+    prelu_backward,
+    prelu_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_backward,
+    softmax_forward,
+    softplus_backward,
+    softplus_forward,
+    tanh_backward,
+    tanh_forward,
+)
+
+
+def _check_last_axis(dim: int, x: Array, what: str) -> None:
+    ndim = xp.ndim(x)
+    if dim not in (-1, ndim - 1):
+        raise ValueError(
+            f"{what}: only the last (channel) axis is supported, dim=-1 or {ndim - 1} for an input of shape "
+            f"{tuple(xp.shape(x))}; got dim={dim}"
+        )
+
+
+class ReLU(Layer):
+    """y = max{0, x} (eq. 15.13); backward passes dy where x > 0 (eqs. 15.14-15.15). Any shape.
+
+    ``inplace=True`` overwrites the input with the output (saves one array per layer).
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = relu_forward(x, self.inplace)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return relu_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class Sigmoid(Layer):
+    """Logistic sigmoid 1 / (1 + exp(-x)), derivative y (1 - y) (seed 000 §15.4). Any shape."""
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = sigmoid_forward(x)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return sigmoid_backward(dy, self._saved())
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent, derivative 1 - y^2. Any shape."""
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = tanh_forward(x)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return tanh_backward(dy, self._saved())
+
+
+class LeakyReLU(Layer):
+    """y = x for x > 0, negative_slope * x otherwise. Any shape."""
+
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
+        super().__init__()
+        self.negative_slope, self.inplace = float(negative_slope), inplace
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = leaky_relu_forward(x, self.negative_slope, self.inplace)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return leaky_relu_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class PReLU(Layer):
+    """Parametric ReLU: y = x for x > 0, a x otherwise, with learnable slopes a.
+
+    ``params["weight"]``: (num_parameters,), filled with ``init``; num_parameters is 1 (one slope shared
+    by all channels) or C, the number of channels on the input's last axis (NHWC, or (N, C)).
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype: Any = None) -> None:
+        super().__init__()
+        if num_parameters < 1:
+            raise ValueError(f"PReLU: num_parameters must be >= 1, got {num_parameters}")
+        self.num_parameters = int(num_parameters)
+        self.params["weight"] = xp.full((self.num_parameters,), init, dtype=dtype or default_float())
+        self._init_grads()
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = prelu_forward(x, self.params["weight"])
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        dx, dw = prelu_backward(dy, self._saved())
+        self._set_grad("weight", dw)
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
+
+
+class ELU(Layer):
+    """y = x for x > 0, alpha (exp(x) - 1) otherwise. Any shape."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = elu_forward(x, self.alpha)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return elu_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Softplus(Layer):
+    """y = log(1 + exp(beta x)) / beta, linear (y = x) where beta x > threshold. Any shape."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        if beta == 0:
+            raise ValueError("Softplus: beta must be non-zero")
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = softplus_forward(x, self.beta, self.threshold)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return softplus_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Softmax(Layer):
+    """Softmax over the last axis (eq. 15.7): (..., K) -> (..., K), rows summing to 1.
+
+    Only the last axis is supported (``dim=-1``), the class/channel axis of cnnkit's channel-last layout.
+    """
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        _check_last_axis(self.dim, x, "Softmax")
+        y, self._cache = softmax_forward(x)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return softmax_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Layer):
+    """log softmax over the last axis: (..., K) -> (..., K)."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = int(dim)
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        _check_last_axis(self.dim, x, "LogSoftmax")
+        y, self._cache = log_softmax_forward(x)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return log_softmax_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
