@@ -15,12 +15,13 @@ windows overlap an input pixel collects the gradients of every window it is the 
 "element 9" example after eq. 15.59). Ties go to the first maximum in row-major window order, as in
 PyTorch. Implementation: the forward takes a running ``maximum`` over the kh*kw window taps (strided
 views, no copy of the windows), and the switches are recovered from ``x == y`` tap by tap, first
-match wins. Measured on a 100x24x24x20 float32 input (one core), forward + backward for 2x2/2 and
-3x3/2: argmax kept in the forward then a per-tap strided add 5.7 / 9.2 ms (with a ``bincount``
-scatter instead 7.5 / 9.2 ms, with a one-hot (N, H_out, W_out, kh, kw, C) array through row2im
-9.1 / 13 ms); running max then first-match masks 2.7 / 6.2 ms, and the forward alone drops from
-4.1 / 6.3 ms to 0.8 / 1.2 ms, which is what inference pays. When the windows are disjoint the
-backward writes each tap straight into dx (no zero fill, no accumulation when they tile the input).
+match wins. Measured (roughly; a shared 2-core machine) on a 100x24x24x20 float32 input, forward +
+backward for 2x2/2 and 3x3/2: an argmax kept in the forward, then a per-tap strided add, about
+5.7 / 9.2 ms (a ``bincount`` scatter instead about 7.5-11 / 9.2 ms, a one-hot (N, H_out, W_out,
+kh, kw, C) array through row2im about 9 / 13 ms); the running max with first-match masks about
+2.7 / 6.2 ms, and its forward alone, what inference pays, 0.8 / 1.2 ms instead of 4.1 / 6.3 ms.
+When the windows are disjoint the backward writes each tap straight into dx (no accumulation, and
+no zero fill when they tile the padded input exactly).
 
 Average pooling is eq. 15.52 with PyTorch's divisor rules; L_p pooling is seed 002's "L2-norm
 pooling" generalised to any p >= 1. Unpooling puts each value back at its switch in a zero map
@@ -244,7 +245,7 @@ def _first_max_masks(cache: MaxPoolCache) -> Iterator[tuple[int, int, Array]]:
         yield i, j, mask
 
 
-def max_pool2d_backward(dy: Array, cache: MaxPoolCache, accumulate: Optional[bool] = None) -> Array:
+def max_pool2d_backward(dy: Array, cache: MaxPoolCache, accumulate: bool = False) -> Array:
     """dz/dx = S(x)^T dz/dy (eq. 15.59): each window's gradient goes to its first maximum.
 
     dy: (N, H_out, W_out, C) -> dx: (N, H, W, C). Where windows overlap, gradients add (a pixel that
@@ -257,8 +258,7 @@ def max_pool2d_backward(dy: Array, cache: MaxPoolCache, accumulate: Optional[boo
     dy = dy.astype(cache.y.dtype, copy=False)
     win = cache.win
     padded_shape = cache.x_pad.shape
-    if accumulate is None:
-        accumulate = not _disjoint(win)
+    accumulate = accumulate or not _disjoint(win)
     if accumulate:
         dx_pad = xp.zeros(padded_shape, dtype=dy.dtype)
         tmp = xp.empty_like(dy)
@@ -458,6 +458,7 @@ class MaxUnpoolCache:
     indices: Array  # (N, H*W, C) int64, flat positions h*W_out + w in the output plane
     x_shape: tuple[int, int, int, int]
     y_shape: tuple[int, int, int, int]
+    dtype: object
 
 
 def unpool_output_size(
@@ -531,7 +532,7 @@ def max_unpool2d_forward(
         )
     y = xp.zeros((n, ho * wo, c), dtype=x.dtype)
     xp.put_along_axis(y, idx, x.reshape(n, h * w, c), axis=1)
-    return y.reshape(n, ho, wo, c), MaxUnpoolCache(idx, (n, h, w, c), (n, ho, wo, c))
+    return y.reshape(n, ho, wo, c), MaxUnpoolCache(idx, (n, h, w, c), (n, ho, wo, c), x.dtype)
 
 
 def max_unpool2d_backward(dy: Array, cache: MaxUnpoolCache) -> Array:
@@ -541,6 +542,7 @@ def max_unpool2d_backward(dy: Array, cache: MaxUnpoolCache) -> Array:
     """
     _check_dy(dy, cache.y_shape, "max_unpool2d")
     n, ho, wo, c = cache.y_shape
+    dy = dy.astype(cache.dtype, copy=False)
     dx = xp.take_along_axis(dy.reshape(n, ho * wo, c), cache.indices, axis=1)  # (N, H*W, C)
     return dx.reshape(cache.x_shape)
 
@@ -554,12 +556,15 @@ class UpsampleCache:
 
     x_shape: tuple[int, int, int, int]
     scale: tuple[int, int]
+    dtype: object
 
 
 def scale_factor_pair(scale_factor: Union[int, float, Sequence[Union[int, float]]]) -> tuple[int, int]:
     """Normalise an upsampling factor (an int, an integral float, or a pair) to ``(sh, sw)`` ints >= 1."""
+    if isinstance(scale_factor, (int, float)):
+        scale_factor = (scale_factor, scale_factor)
     try:
-        values = tuple(scale_factor) if not isinstance(scale_factor, (int, float)) else (scale_factor, scale_factor)  # type: ignore[arg-type]
+        values = tuple(scale_factor)
     except TypeError:
         raise ValueError(f"upsample: scale_factor must be a positive int or a pair, got {scale_factor!r}") from None
     if len(values) != 2:
@@ -585,7 +590,7 @@ def upsample_nearest2d_forward(
     sh, sw = scale_factor_pair(scale_factor)
     n, h, w, c = x.shape
     y = xp.broadcast_to(x[:, :, None, :, None, :], (n, h, sh, w, sw, c)).reshape(n, h * sh, w * sw, c)  # one copy
-    return y, UpsampleCache((n, h, w, c), (sh, sw))
+    return y, UpsampleCache((n, h, w, c), (sh, sw), y.dtype)
 
 
 def upsample_nearest2d_backward(dy: Array, cache: UpsampleCache) -> Array:
@@ -593,7 +598,7 @@ def upsample_nearest2d_backward(dy: Array, cache: UpsampleCache) -> Array:
     n, h, w, c = cache.x_shape
     sh, sw = cache.scale
     _check_dy(dy, (n, h * sh, w * sw, c), "upsample_nearest2d")
-    blocks = dy.reshape(n, h, sh, w, sw, c)  # a view: block (i, j) is blocks[:, i, :, j, :, :]
+    blocks = dy.astype(cache.dtype, copy=False).reshape(n, h, sh, w, sw, c)  # a view: block (i, j) is blocks[:, i, :, j, :, :]
     dx = blocks[:, :, 0, :, 0, :].copy()
     for a in range(sh):
         for b in range(sw):

@@ -1,0 +1,253 @@
+"""Pooling, unpooling and upsampling layers (thin classes over :mod:`cnnkit.ops.pool`), PyTorch's names.
+
+All are parameterless and compute in the input's dtype. Input (N, H, W, C), channels never change.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+from cnnkit.backend import Array
+from cnnkit.errors import ShapeError, StateError
+from cnnkit.nn.base import Layer
+from cnnkit.ops.geometry import IntPair, pair, positive_pair
+from cnnkit.ops.pool import (
+    check_norm_type,
+    scale_factor_pair,
+    avg_pool2d_backward,
+    avg_pool2d_forward,
+    lp_pool2d_backward,
+    lp_pool2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    max_pool2d_indices,
+    max_unpool2d_backward,
+    max_unpool2d_forward,
+    upsample_nearest2d_backward,
+    upsample_nearest2d_forward,
+)
+
+
+def _stride(stride: Optional[IntPair], kernel: tuple[int, int]) -> tuple[int, int]:
+    return kernel if stride is None else positive_pair(stride, "stride")
+
+
+def _pool_padding(padding: IntPair, kernel: tuple[int, int], what: str) -> tuple[int, int]:
+    """Validate at construction what the ops check again per call: 0 <= padding <= kernel // 2."""
+    pads = pair(padding, "padding")
+    if min(pads) < 0 or pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
+        raise ShapeError(f"{what}: padding {pads} must be >= 0 and at most half the kernel {kernel} (padding <= kernel // 2)")
+    return pads
+
+
+class MaxPool2d(Layer):
+    """Max pooling, eq. 15.51 (forward) and eq. 15.59 (backward: each window's gradient to its maximum).
+
+    (N, H, W, C) -> (N, H_out, W_out, C), H_out = floor((H + 2p - d(k-1) - 1)/s) + 1 (ceil with
+    ``ceil_mode``). ``stride=None`` means stride = kernel_size. After a forward, ``switches`` holds the
+    position of each window's maximum as PyTorch's flat indices h*W + w (N, H_out, W_out, C) int64:
+    what :class:`MaxUnpool2d` needs. ``forward`` always returns only y; ``return_indices`` is accepted
+    for PyTorch compatibility and only records the wish (read ``switches``).
+    """
+
+    def __init__(
+        self,
+        kernel_size: IntPair,
+        stride: Optional[IntPair] = None,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = _stride(stride, self.kernel_size)
+        self.padding = _pool_padding(padding, self.kernel_size, "MaxPool2d")
+        self.dilation = positive_pair(dilation, "dilation")
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+        self._in_shape: Optional[tuple[int, ...]] = None
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.dilation)
+        self._in_shape = tuple(x.shape)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return max_pool2d_backward(dy, self._saved())
+
+    @property
+    def switches(self) -> Array:
+        """Flat indices h*W + w of each window's maximum in the last forward's input, (N, H_out, W_out, C)."""
+        if self._cache is None:
+            raise StateError("MaxPool2d.switches read before any forward")
+        return max_pool2d_indices(self._cache)
+
+    @property
+    def input_shape(self) -> Optional[tuple[int, ...]]:
+        """Shape of the last forward's input (None before any forward)."""
+        return self._in_shape
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+
+class AvgPool2d(Layer):
+    """Average pooling, eq. 15.52, with PyTorch's divisor (count_include_pad, ceil_mode, divisor_override)."""
+
+    def __init__(
+        self,
+        kernel_size: IntPair,
+        stride: Optional[IntPair] = None,
+        padding: IntPair = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = _stride(stride, self.kernel_size)
+        self.padding = _pool_padding(padding, self.kernel_size, "AvgPool2d")
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.divisor_override = divisor_override
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = avg_pool2d_forward(
+            x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad, self.divisor_override
+        )
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return avg_pool2d_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad}"
+        )
+
+
+class LPPool2d(Layer):
+    """L_p pooling: y = (sum over the window of |x|^p)^(1/p) (seed 002's L2-norm pooling for p = 2).
+
+    Equals PyTorch's LPPool2d for p = 2 (and any p on non-negative inputs) except with ceil_mode on
+    windows that hang over the edge, which PyTorch rescales by kh*kw / (taps inside); PyTorch also
+    uses x^p without the absolute value.
+    """
+
+    def __init__(
+        self, norm_type: float, kernel_size: IntPair, stride: Optional[IntPair] = None, ceil_mode: bool = False
+    ) -> None:
+        super().__init__()
+        self.norm_type = check_norm_type(norm_type)
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = _stride(stride, self.kernel_size)
+        self.ceil_mode = ceil_mode
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = lp_pool2d_forward(x, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return lp_pool2d_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"norm_type={self.norm_type:g}, kernel_size={self.kernel_size}, stride={self.stride}, ceil_mode={self.ceil_mode}"
+
+
+class MaxUnpool2d(Layer):
+    """Max unpooling (seed 002 去汇聚层): each value goes back to its switch in a zero map.
+
+    ``forward(x, train=False, indices=None, output_size=None)``: the switches are ``indices`` when given,
+    otherwise ``pool.switches`` of the :class:`MaxPool2d` this layer mirrors (SegNet/DeconvNet style),
+    so that it works inside a Sequential. With ``pool`` and no ``output_size`` the output takes the
+    pool's last input size (which recovers odd sizes); otherwise the size is
+    (H_in - 1)*stride - 2*padding + kernel, or ``output_size`` as in PyTorch. Without ``pool`` the
+    geometry is ``kernel_size``/``stride``/``padding``; with it, they default to the pool's.
+    """
+
+    def __init__(
+        self,
+        kernel_size: Optional[IntPair] = None,
+        stride: Optional[IntPair] = None,
+        padding: IntPair = 0,
+        pool: Optional[MaxPool2d] = None,
+    ) -> None:
+        super().__init__()
+        if kernel_size is None and pool is None:
+            raise ValueError("MaxUnpool2d needs kernel_size or the MaxPool2d it mirrors (pool=...)")
+        if pool is not None and not isinstance(pool, MaxPool2d):
+            raise TypeError(f"MaxUnpool2d: pool must be a MaxPool2d, got {type(pool).__name__}")
+        if pool is not None and kernel_size is None:
+            self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+        else:
+            self.kernel_size = positive_pair(kernel_size, "kernel_size")  # type: ignore[arg-type]
+            self.stride = _stride(stride, self.kernel_size)
+            self.padding = pair(padding, "padding")
+        self.pool = pool
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Array,
+        train: bool = False,
+        indices: Optional[Array] = None,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Array:
+        strict = True
+        if indices is None:
+            if self.pool is None:
+                raise StateError("MaxUnpool2d.forward: give indices=..., or build the layer with pool=<its MaxPool2d>")
+            indices = self.pool.switches
+            if output_size is None and self.pool.input_shape is not None:
+                output_size, strict = self.pool.input_shape[1:3], False
+            if tuple(indices.shape) != tuple(x.shape):
+                raise ShapeError(
+                    f"MaxUnpool2d: input {tuple(x.shape)} does not match the shape {tuple(indices.shape)} of the "
+                    f"switches of its MaxPool2d's last forward"
+                )
+        y, self._cache = max_unpool2d_forward(
+            x, indices, self.kernel_size, self.stride, self.padding, output_size, strict_size=strict
+        )
+        return y
+
+    def __call__(  # type: ignore[override]
+        self,
+        x: Array,
+        train: bool = False,
+        indices: Optional[Array] = None,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Array:
+        return self.forward(x, train, indices, output_size)
+
+    def backward(self, dy: Array) -> Array:
+        return max_unpool2d_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        mirrored = ", pool=<MaxPool2d>" if self.pool is not None else ""
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}{mirrored}"
+
+
+class Upsample(Layer):
+    """Nearest-neighbour upsampling by integer factors (seed 002 最近距离去池化): (N, H, W, C) -> (N, H*sh, W*sw, C).
+
+    Only ``mode="nearest"`` is implemented; other modes raise ValueError.
+    """
+
+    def __init__(self, scale_factor: Union[int, Sequence[int]], mode: str = "nearest") -> None:
+        super().__init__()
+        if mode != "nearest":
+            raise ValueError(f"Upsample: only mode='nearest' is supported, got mode={mode!r}")
+        self.scale_factor = scale_factor_pair(scale_factor)
+        self.mode = mode
+
+    def forward(self, x: Array, train: bool = False) -> Array:
+        y, self._cache = upsample_nearest2d_forward(x, self.scale_factor)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return upsample_nearest2d_backward(dy, self._saved())
+
+    def extra_repr(self) -> str:
+        return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
