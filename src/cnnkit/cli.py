@@ -1,0 +1,243 @@
+"""The ``cnnkit`` command line: train, eval, predict, summary, data.
+
+Exit codes: 0 success; 2 usage error (bad arguments, unknown model, malformed network string);
+1 failure, with a one-line reason on stderr and no traceback (missing or corrupt data, diverged training ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+import cnnkit
+
+
+class UsageError(Exception):
+    """A mistake in the command's arguments: exit code 2."""
+
+
+def _model_arg(value: str) -> str:
+    from cnnkit.models import SpecError, resolve
+
+    try:
+        resolve(value)
+    except SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _shape_arg(value: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(v) for v in value.lower().split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxWxC such as 28x28x1, got {value!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return v
+
+
+def _positive_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, inspect and run CNNs built from their mathematics.")
+    p.add_argument("--version", action="version", version=f"cnnkit {cnnkit.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    data_dir_help = "dataset directory (default: $CNNKIT_DATA, else ~/.cache/cnnkit)"
+
+    t = sub.add_parser("train", help="train a model; writes a run directory", description="Train a model with mini-batch SGD (MatConvNet 1.0-beta20 MNIST defaults).")
+    t.add_argument("--model", type=_model_arg, default="base", help="model name (base, bn, sk, sk-0.2, base-dropout, sk-0.2-sigmoid, lenet5, cifar, vgg16, alexnet) or a network string")
+    t.add_argument("--data", default="mnist", help="dataset: mnist, fashion-mnist, cifar10 or an image folder path")
+    t.add_argument("--data-dir", default=None, help=data_dir_help)
+    t.add_argument("--download", action="store_true", help="download missing dataset files into the data directory")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N training examples")
+    g.add_argument("--train-range", default=None, help="train on examples A-B (1-based, inclusive), e.g. 10001-20000")
+    t.add_argument("--epochs", type=_positive_int, default=20)
+    t.add_argument("--batch-size", type=_positive_int, default=100)
+    t.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate (default 0.001)")
+    t.add_argument("--schedule", default="constant", help="constant | step:EPOCHS:GAMMA | cosine:T_MAX[:ETA_MIN] | list:LR1,LR2,...")
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "rmsprop", "adagrad"])
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--preprocess", default="mean_image", choices=["mean_image", "scale", "per_channel", "none"])
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-seed<seed>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="evaluate a trained model on a dataset split", description="Evaluate a model file (or a run directory's model.npz).")
+    e.add_argument("model_file", help="model.npz, or a run directory")
+    e.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
+    e.add_argument("--data-dir", default=None, help=data_dir_help)
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--batch-size", type=_positive_int, default=1000)
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    pr = sub.add_parser("predict", help="classify image files", description="Classify image files (PNG/JPEG via Pillow, or .npy arrays).")
+    pr.add_argument("model_file", help="model.npz, or a run directory")
+    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("--top", type=_positive_int, default=3, help="how many classes to show per image")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+
+    s = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory, receptive fields", description="Summarise a model or network string.")
+    s.add_argument("model", type=_model_arg, help="model name or network string")
+    s.add_argument("--input-shape", type=_shape_arg, default=None, help="HxWxC (default: the model's own)")
+
+    b = sub.add_parser("bench", help="time cnnkit against PyTorch on the CPU", description="Benchmark cnnkit and PyTorch side by side (same threads, same work).")
+    from cnnkit.bench import add_arguments
+
+    add_arguments(b)
+
+    d = sub.add_parser("data", help="list, verify or download datasets", description="Dataset files: list, verify checksums, download.")
+    d.add_argument("action", choices=["list", "verify", "download"])
+    d.add_argument("name", nargs="?", default=None, help="dataset name (verify/download; default all for verify)")
+    d.add_argument("--data-dir", default=None, help=data_dir_help)
+    return p
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnkit.models import resolve
+    from cnnkit.summary import summarize
+
+    d = resolve(args.model, args.input_shape)
+    print(f"{d.name}: {d.description}" if d.description else d.name)
+    print(summarize(d.spec, args.input_shape or d.input_shape).format())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnkit.train.run import train
+    from cnnkit.train.trainer import TrainConfig
+
+    cfg = TrainConfig(
+        model=args.model, data=args.data, train_limit=args.train_limit, train_range=args.train_range,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+        preprocess=args.preprocess, dtype=args.dtype,
+    )
+    out = args.out or f"runs/{args.model}-{Path(args.data).name}-seed{args.seed}"
+    record = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, download=args.download)
+    if "test_top1_error" in record:
+        print(f"done: {out}  test error {100 * record['test_top1_error']:.2f}% (top-5 {100 * record['test_top5_error']:.2f}%)")
+    else:
+        print(f"done: {out}")
+    return 0
+
+
+def _model_path(p: str) -> Path:
+    path = Path(p)
+    if path.is_dir():
+        path = path / "model.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"no model file at {path}")
+    return path
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cnnkit.train.run import evaluate_model_file
+
+    metrics = evaluate_model_file(_model_path(args.model_file), args.data, args.split, args.data_dir, args.batch_size)
+    if args.json:
+        print(json.dumps(metrics, sort_keys=True))
+    else:
+        print(f"{metrics['data']}/{metrics['split']}: {metrics['n']} images  loss {metrics['loss']:.4f}  "
+              f"top-1 error {100 * metrics['top1_error']:.2f}%  top-5 error {100 * metrics['top5_error']:.2f}%")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnkit.train.run import predict_files
+
+    results = predict_files(_model_path(args.model_file), args.images, args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            best = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
+            print(f"{r['file']}: {r['class']}  ({best})")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from cnnkit import data
+
+    if args.action == "list":
+        for spec, statuses in data.list_datasets(args.data_dir):
+            present = sum(s.present for s in statuses)
+            print(f"{spec.name:<15} {present}/{len(statuses)} files present  {spec.description}")
+        print(f"data directory: {data.resolve_data_dir(args.data_dir)}")
+        return 0
+    if args.action == "verify":
+        names = [args.name] if args.name else [s.name for s, _ in data.list_datasets(args.data_dir)]
+        bad = 0
+        for name in names:
+            for st in data.verify(name, args.data_dir):
+                print(f"{name:<15} {st.filename:<32} {st.state}")
+                bad += st.state not in ("ok",)
+        return 1 if bad and args.name else 0
+    if not args.name:
+        raise UsageError("data download needs a dataset name, e.g. cnnkit data download mnist")
+    paths = data.download(args.name, args.data_dir)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from cnnkit.bench import run
+
+    run(args)
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "summary": cmd_summary, "data": cmd_data}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        msg = str(exc).strip("'\"") or type(exc).__name__
+        print(f"cnnkit {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Per-layer summary of a network string: shapes, parameters, FLOPs, memory and receptive fields.
+
+Computed analytically from the network's tokens (nothing is allocated), so ``summary vgg16`` is instant.
+
+* FLOPs count a multiply-add as 2 (forward pass, one image).
+* Activations are the elements of each layer's output (the input image counted once), as in seed 002's
+  VGG-16 memory table; elementwise layers (ReLU, sigmoid, dropout, BN) are listed with their output but are
+  not added to the seed-style total, which counts them as done in place.
+* im2row workspace is the size of phi(x) for one image, (H_out W_out) x (kh kw C_in) (eq. 15.25).
+* ``rf`` is the receptive field of one output element in the network's input (growth by (k_eff-1)*jump).
+* ``rf_seed`` is Table 15.2's column: the extent, in this layer's input, needed to compute one element of the
+  input of the first fully connected layer (or of the network's output when there is none).
+* A window that does not tile its input ((H + pads - k_eff) not divisible by the stride, seed 002's 4.5
+  case) is flagged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from cnnkit.models.spec import Token, infer_shapes, parse
+from cnnkit.ops.geometry import window
+
+_ELEMENTWISE = {"relu", "sigmoid", "tanh", "bn", "dropout"}
+
+
+@dataclass
+class LayerRow:
+    index: int
+    token: str
+    kind: str
+    out_shape: tuple[int, ...]
+    params: int
+    flops: int
+    activations: int
+    workspace: int
+    rf: Optional[int]
+    rf_seed: Optional[int]
+    tiles: bool
+
+
+@dataclass
+class Summary:
+    input_shape: tuple[int, int, int]
+    rows: list[LayerRow]
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(r.flops for r in self.rows)
+
+    @property
+    def total_activations(self) -> int:
+        """Seed-002-style count: the input plus every non-elementwise layer's output, per image."""
+        h, w, c = self.input_shape
+        return h * w * c + sum(r.activations for r in self.rows if r.kind not in _ELEMENTWISE)
+
+    @property
+    def all_activations(self) -> int:
+        """Every layer's output plus the input (what a framework without in-place layers stores)."""
+        h, w, c = self.input_shape
+        return h * w * c + sum(r.activations for r in self.rows)
+
+    @property
+    def max_workspace(self) -> int:
+        return max((r.workspace for r in self.rows), default=0)
+
+    def format(self, bytes_per_element: int = 4) -> str:
+        """A text table with totals."""
+        def shape(s: tuple[int, ...]) -> str:
+            return "x".join(str(v) for v in s)
+
+        head = f"{'#':>3} {'layer':<22} {'output':>13} {'params':>12} {'MFLOPs':>10} {'activ.':>10} {'im2row':>10} {'rf':>5} {'rf(T15.2)':>9}"
+        lines = [f"input {shape(self.input_shape)}", head, "-" * len(head)]
+        for r in self.rows:
+            flag = "  <- window does not tile its input" if not r.tiles else ""
+            lines.append(
+                f"{r.index:>3} {r.token:<22} {shape(r.out_shape):>13} {r.params:>12,} {r.flops / 1e6:>10.1f} "
+                f"{r.activations:>10,} {r.workspace:>10,} {'' if r.rf is None else r.rf:>5} "
+                f"{'' if r.rf_seed is None else r.rf_seed:>9}{flag}"
+            )
+        mb = 1024 * 1024
+        lines += [
+            "-" * len(head),
+            f"parameters: {self.total_params:,} ({self.total_params * bytes_per_element / mb:.1f} MiB)",
+            f"forward FLOPs per image: {self.total_flops / 1e9:.3f} G",
+            f"activations per image (input + conv/pool/fc outputs, seed 002's count): {self.total_activations:,} "
+            f"({self.total_activations * bytes_per_element / mb:.1f} MiB)",
+            f"activations per image counting every layer's output: {self.all_activations:,} "
+            f"({self.all_activations * bytes_per_element / mb:.1f} MiB)",
+            f"largest im2row workspace per image: {self.max_workspace:,} elements "
+            f"({self.max_workspace * bytes_per_element / mb:.1f} MiB)",
+        ]
+        return "\n".join(lines)
+
+
+def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Summary:
+    """Summarise a network string for one input of shape (H, W, C)."""
+    tokens = parse(spec) if isinstance(spec, str) else spec
+    shapes = infer_shapes(tokens, input_shape)
+    ins = [tuple(input_shape)] + shapes[:-1]
+    # forward receptive field: rf grows by (k_eff - 1) * jump; jump multiplies by the stride
+    rf: Optional[int] = 1
+    jump = 1
+    rows: list[LayerRow] = []
+    for i, (t, sin, sout) in enumerate(zip(tokens, ins, shapes)):
+        params = flops = workspace = 0
+        tiles = True
+        n_out = 1
+        for v in sout:
+            n_out *= v
+        if t.kind in ("conv", "maxpool", "avgpool"):
+            k = t.args["kernel"] if t.kind == "conv" else (t.args["kernel"],) * 2
+            d = t.args.get("dilation", 1)
+            win = window(sin[:2], k, t.args["stride"], t.args["padding"], d)
+            k_eff = win.effective_kernel
+            ph = win.padded_hw
+            tiles = all((p - ke) % s == 0 for p, ke, s in zip(ph, k_eff, win.stride))
+            if t.kind == "conv":
+                taps = k[0] * k[1] * t.args["in"]
+                params = taps * t.args["out"] + (t.args["out"] if t.args["bias"] else 0)
+                flops = 2 * win.out[0] * win.out[1] * taps * t.args["out"]
+                workspace = win.out[0] * win.out[1] * taps
+            else:
+                flops = n_out * k[0] * k[1]
+            if rf is not None:
+                rf = rf + (k_eff[0] - 1) * jump
+                jump *= win.stride[0]
+        elif t.kind == "fc":
+            n_in = 1
+            for v in sin:
+                n_in *= v
+            params = n_in * t.args["out"] + t.args["out"]
+            flops = 2 * n_in * t.args["out"]
+            rf = None
+        elif t.kind == "bn":
+            params = 2 * sout[-1]
+            flops = 2 * n_out
+        elif t.kind == "flatten":
+            rf = None
+        else:
+            flops = n_out
+        rows.append(LayerRow(i + 1, t.text, t.kind, sout, params, flops, n_out, workspace, rf, None, tiles))
+    # Table 15.2's column: walk back from the first fully connected layer's input
+    stop = next((i for i, t in enumerate(tokens) if t.kind in ("fc", "flatten")), len(tokens))
+    extent = 1
+    for i in range(stop - 1, -1, -1):
+        t = tokens[i]
+        if t.kind in ("conv", "maxpool", "avgpool"):
+            k = t.args["kernel"] if t.kind == "conv" else (t.args["kernel"],) * 2
+            d = t.args.get("dilation", 1)
+            extent = (extent - 1) * t.args["stride"] + d * (k[0] - 1) + 1
+        rows[i].rf_seed = extent
+    if stop < len(rows):
+        rows[stop].rf_seed = 1
+    return Summary(tuple(input_shape), rows)  # type: ignore[arg-type]

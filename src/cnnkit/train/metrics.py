@@ -1,0 +1,15 @@
+"""Classification metrics: top-k errors from scores."""
+
+from __future__ import annotations
+
+from cnnkit.backend import Array, xp
+
+
+def topk_wrong(scores: Array, labels: Array, k: int) -> int:
+    """How many rows of ``scores`` (N, K) (or (N, 1, 1, K)) do not rank the true label among the top k."""
+    s = scores.reshape(scores.shape[0], -1)
+    k = min(k, s.shape[1])
+    true = s[xp.arange(s.shape[0]), labels][:, None]  # (N, 1)
+    # rank of the true class = number of classes scoring strictly higher (ties counted in its favour)
+    higher = (s > true).sum(axis=1)
+    return int((higher >= k).sum())
