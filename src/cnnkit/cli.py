@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_mutually_exclusive_group()
     g.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N training examples")
     g.add_argument("--train-range", default=None, help="train on examples A-B (1-based, inclusive), e.g. 10001-20000")
+    t.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test examples only (quick runs)")
     t.add_argument("--epochs", type=_positive_int, default=20)
     t.add_argument("--batch-size", type=_positive_int, default=100)
     t.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate (default 0.001)")
@@ -114,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(b)
 
+    x = sub.add_parser("experiment", help="run a programme of experiments (ex15.6) with a report",
+                       description="Exercise 15.6 on MNIST: every part as parallel, resumable training runs, then report.md.")
+    x.add_argument("name", choices=["ex15.6"], help="the programme")
+    x.add_argument("--parts", default="b,c,d,e,f,g,h,i,j", help="comma-separated parts, e.g. b,c,e (default: all)")
+    x.add_argument("--out", default="runs/ex15.6", help="experiment directory (rerun to resume)")
+    x.add_argument("--data-dir", default=None, help=data_dir_help)
+    x.add_argument("--executor", default="local", choices=["local", "ray"])
+    x.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    x.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: one per core)")
+    x.add_argument("--threads", type=_positive_int, default=None, help="BLAS threads per run (default: cores / workers)")
+    x.add_argument("--epochs", type=_positive_int, default=20)
+    x.add_argument("--max-train", type=_positive_int, default=None, help="cap every training subset (shrunken runs)")
+    x.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test images only")
+
     d = sub.add_parser("data", help="list, verify or download datasets", description="Dataset files: list, verify checksums, download.")
     d.add_argument("action", choices=["list", "verify", "download"])
     d.add_argument("name", nargs="?", default=None, help="dataset name (verify/download; default all for verify)")
@@ -128,8 +143,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.summary import summarize
 
     d = resolve(args.model, args.input_shape)
+    table = summarize(d.spec, args.input_shape or d.input_shape).format()  # raises SpecError before printing
     print(f"{d.name}: {d.description}" if d.description else d.name)
-    print(summarize(d.spec, args.input_shape or d.input_shape).format())
+    print(table)
     return 0
 
 
@@ -138,13 +154,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.train.trainer import TrainConfig
 
     cfg = TrainConfig(
-        model=args.model, data=args.data, train_limit=args.train_limit, train_range=args.train_range,
+        model=args.model, data=args.data, train_limit=args.train_limit, train_range=args.train_range, test_limit=args.test_limit,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
         preprocess=args.preprocess, dtype=args.dtype,
     )
     out = args.out or f"runs/{args.model}-{Path(args.data).name}-seed{args.seed}"
-    record = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, download=args.download)
+    # overflow on the way to a diverging loss is detected and reported by the trainer (TrainingDiverged)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        record = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, download=args.download)
     if "test_top1_error" in record:
         print(f"done: {out}  test error {100 * record['test_top1_error']:.2f}% (top-5 {100 * record['test_top5_error']:.2f}%)")
     else:
@@ -191,7 +209,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for spec, statuses in data.list_datasets(args.data_dir):
-            present = sum(s.present for s in statuses)
+            present = sum(s.ok for s in statuses)
             print(f"{spec.name:<15} {present}/{len(statuses)} files present  {spec.description}")
         print(f"data directory: {data.resolve_data_dir(args.data_dir)}")
         return 0
@@ -200,14 +218,27 @@ def cmd_data(args: argparse.Namespace) -> int:
         bad = 0
         for name in names:
             for st in data.verify(name, args.data_dir):
-                print(f"{name:<15} {st.filename:<32} {st.state}")
-                bad += st.state not in ("ok",)
-        return 1 if bad and args.name else 0
+                print(f"{name:<15} {st.file.name:<32} {st.status}" + (f"  ({st.detail})" if st.detail else ""))
+                # a named dataset must be complete; without a name only corrupt files (not missing ones) fail
+                bad += st.status != "ok" if args.name else st.status not in ("ok", "missing")
+        return 1 if bad else 0
     if not args.name:
         raise UsageError("data download needs a dataset name, e.g. cnnkit data download mnist")
     paths = data.download(args.name, args.data_dir)
     for path in paths:
         print(path)
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from cnnkit.experiment import PARTS, run_ex15_6
+
+    parts = tuple(p.strip().lower().strip("()") for p in args.parts.split(",") if p.strip())
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise UsageError(f"--parts: unknown part(s) {', '.join(bad) or '(none given)'}; expected some of {','.join(PARTS)}")
+    run_ex15_6(args.out, parts, args.data_dir, args.executor, args.workers, args.threads, args.address,
+               args.epochs, args.max_train, args.test_limit)
     return 0
 
 
@@ -218,15 +249,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "summary": cmd_summary, "data": cmd_data}
+COMMANDS = {"experiment": cmd_experiment, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "summary": cmd_summary, "data": cmd_data}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from cnnkit.models import SpecError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except UsageError as exc:
+    except (UsageError, SpecError) as exc:  # SpecError: a network string that does not fit its input
         parser.print_usage(sys.stderr)
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -234,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
-        msg = str(exc).strip("'\"") or type(exc).__name__
+        msg = " ".join(line.strip() for line in str(exc).strip("'\"").splitlines()) or type(exc).__name__  # one line
         print(f"cnnkit {args.command}: error: {msg}", file=sys.stderr)
         return 1
 

@@ -12,4 +12,5 @@ def topk_wrong(scores: Array, labels: Array, k: int) -> int:
     true = s[xp.arange(s.shape[0]), labels][:, None]  # (N, 1)
     # rank of the true class = number of classes scoring strictly higher (ties counted in its favour)
     higher = (s > true).sum(axis=1)
-    return int((higher >= k).sum())
+    # a row with a NaN score has no ranking (every comparison with NaN is False): count it as wrong
+    return int(((higher >= k) | xp.isnan(s).any(axis=1)).sum())

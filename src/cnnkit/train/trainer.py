@@ -185,6 +185,7 @@ class Trainer:
             if self.x_test is not None and self.y_test is not None:
                 test = evaluate(self.model, self.loss, self.x_test, self.y_test, cfg.eval_batch_size)
                 record.update({f"test_{k}": v for k, v in test.items()})
+            self._check_finite(record, epoch)  # never checkpoint a diverged model
             self.records.append(record)
             save_checkpoint(self.checkpoint_path, self.model, self.optimizer, epoch + 1, {"config": cfg.to_dict()})
             self._write_metrics()
@@ -214,10 +215,7 @@ class Trainer:
                 scores = self.model.forward(xb, train=True)
                 value = self.loss.forward(scores, yb)
                 if not math.isfinite(value):
-                    raise TrainingDiverged(
-                        f"the loss became {value} in epoch {epoch + 1}, batch {b + 1}; training stopped. The last good "
-                        f"checkpoint ({self.checkpoint_path}, after epoch {epoch}) is kept; try a smaller --lr"
-                    )
+                    raise TrainingDiverged(f"the loss became {value} in epoch {epoch + 1}, batch {b + 1}; {self._kept(epoch)}")
                 self.model.backward(self.loss.backward())
                 self.optimizer.step()
                 total += value * len(yb)
@@ -232,6 +230,19 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return {"loss": total / seen, "top1_error": top1 / seen, "top5_error": top5 / seen}
+
+    def _kept(self, epoch: int) -> str:
+        """The end of a divergence message: what is left on disk after ``epoch`` finished epochs."""
+        if epoch == 0:
+            return "training stopped; no epoch finished with finite values, so no checkpoint was written; try a smaller --lr"
+        return f"training stopped. The last good checkpoint ({self.checkpoint_path}, after epoch {epoch}) is kept; try a smaller --lr"
+
+    def _check_finite(self, record: dict[str, Any], epoch: int) -> None:
+        """Raise TrainingDiverged when the epoch's last steps left non-finite parameters or losses."""
+        bad = [k.replace("_", " ") for k in ("train_loss", "test_loss") if k in record and not math.isfinite(record[k])]
+        bad += [f"parameter {name}" for name, p in self.model.params.items() if not np.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(f"{', '.join(bad[:3])} became non-finite in epoch {epoch + 1}; {self._kept(epoch)}")
 
     def _plot(self) -> None:
         from cnnkit.train.plots import learning_curves

@@ -1,0 +1,172 @@
+"""Run independent training jobs in parallel (local worker processes or a Ray cluster), resumably.
+
+Each job trains into ``<exp>/runs/<key>/`` and, when it finishes, writes ``result.json`` there (atomically).
+A rerun skips every job whose ``result.json`` exists for the same configuration, and a job interrupted
+mid-training resumes from its last epoch checkpoint, so an interrupted experiment gives the same final
+report. The executors only distribute :func:`run_job` calls; scheduling is theirs (a process pool, Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from cnnkit.serialize import atomic_write_text
+
+
+def result_path(exp_dir: str | Path, key: str) -> Path:
+    return Path(exp_dir) / "runs" / key / "result.json"
+
+
+def load_result(exp_dir: str | Path, key: str, config: dict) -> Optional[dict]:
+    """The stored result of a finished job with this configuration, else None."""
+    path = result_path(exp_dir, key)
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result if result.get("config") == config else None
+
+
+def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threads: Optional[int] = None) -> dict:
+    """Train one job (resuming its checkpoint if any) and record its result. Runs in a worker."""
+    from cnnkit.train.run import train
+    from cnnkit.train.trainer import TrainConfig
+
+    limiter = None
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=threads)
+    cfg = TrainConfig.from_dict(config)
+    out = Path(exp_dir) / "runs" / key
+    start = time.perf_counter()
+    last = train(cfg, out, data_dir=data_dir, resume=True, progress=False, log=lambda s: None)
+    wall = time.perf_counter() - start
+    records = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines() if s.strip()]
+    result = {
+        "key": key,
+        "config": config,
+        "test_error": last.get("test_top1_error"),
+        "test_top5_error": last.get("test_top5_error"),
+        "train_error": last.get("train_top1_error"),
+        "train_loss": last.get("train_loss"),
+        "test_loss": last.get("test_loss"),
+        "epochs": last.get("epoch"),
+        "train_seconds": sum(r["seconds"] for r in records),
+        "wall_seconds": wall,
+        "test_error_per_epoch": [r.get("test_top1_error") for r in records],
+        "train_error_per_epoch": [r.get("train_top1_error") for r in records],
+        "threads": threads,
+        "pid": os.getpid(),
+    }
+    atomic_write_text(result_path(exp_dir, key), json.dumps(result, indent=2, sort_keys=True) + "\n")
+    del limiter
+    return result
+
+
+class Progress:
+    """One line per run started/finished, with an overall count and ETA."""
+
+    def __init__(self, total: int, workers: int, log: Callable[[str], None]) -> None:
+        self.total, self.workers, self.log = total, workers, log
+        self.done = 0
+        self.durations: list[float] = []
+        self.t0 = time.perf_counter()
+
+    def started(self, key: str) -> None:
+        self.log(f"[{self.done}/{self.total}] start  {key}")
+
+    def finished(self, key: str, result: dict, seconds: float) -> None:
+        self.done += 1
+        self.durations.append(seconds)
+        left = self.total - self.done
+        mean = sum(self.durations) / len(self.durations)
+        eta = left * mean / max(self.workers, 1)
+        err = result.get("test_error")
+        err_s = "n/a" if err is None else f"{100 * err:.2f}%"
+        self.log(f"[{self.done}/{self.total}] done   {key}: test error {err_s} in {seconds:.0f}s; "
+                 f"elapsed {time.perf_counter() - self.t0:.0f}s, ETA {eta:.0f}s")
+
+
+def run_local(
+    jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: Optional[str], workers: int, threads: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
+    """Run jobs in ``workers`` local processes with ``threads`` BLAS threads each (workers=1: in process)."""
+    import multiprocessing as mp
+
+    todo = list(jobs)
+    progress = Progress(len(todo), workers, log)
+    results: dict[str, dict] = {}
+    if workers <= 1:
+        for key, cfg in todo:
+            progress.started(key)
+            t = time.perf_counter()
+            results[key] = run_job(key, cfg, exp_dir, data_dir, threads)
+            progress.finished(key, results[key], time.perf_counter() - t)
+        return results
+    ctx = mp.get_context("spawn")  # a clean interpreter per worker: BLAS thread limits apply from the start
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: dict[Future, tuple[str, float]] = {}
+        queue = list(todo)
+
+        def submit() -> None:
+            key, cfg = queue.pop(0)
+            progress.started(key)
+            pending[pool.submit(run_job, key, cfg, exp_dir, data_dir, threads)] = (key, time.perf_counter())
+
+        while queue and len(pending) < workers:
+            submit()
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                key, t = pending.pop(fut)
+                results[key] = fut.result()
+                progress.finished(key, results[key], time.perf_counter() - t)
+                if queue:
+                    submit()
+    return results
+
+
+def run_ray(
+    jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: Optional[str], address: Optional[str], threads: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict]:
+    """Run jobs as Ray tasks on an existing cluster (``address``); Ray is an optional dependency.
+
+    The experiment and data directories must be visible at the same paths on every node (a shared file system).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the ray executor needs Ray: pip install 'cnnkit[ray]'") from None
+    todo = list(jobs)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=threads)(run_job)
+        workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(threads, 1))
+        progress = Progress(len(todo), workers, log)
+        pending: dict[Any, tuple[str, float]] = {}
+        for key, cfg in todo:
+            progress.started(key)
+            pending[remote.remote(key, cfg, exp_dir, data_dir, threads)] = (key, time.perf_counter())
+        results: dict[str, dict] = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                key, t = pending.pop(ref)
+                results[key] = ray.get(ref)
+                progress.finished(key, results[key], time.perf_counter() - t)
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
