@@ -63,7 +63,8 @@ def parse(spec: str) -> list[Token]:
     """Parse a network string into tokens; raise :class:`SpecError` pointing at the first bad one."""
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError(f"empty network string; {EXPECTED}")
-    raw = [t.strip().lower() for t in spec.replace(" ", "").split(",")]
+    spec = "".join(spec.split())  # spaces ignored; positions below count in this compact string
+    raw = [t.lower() for t in spec.split(",")]
     out: list[Token] = []
     for i, t in enumerate(raw):
         if not t:
@@ -87,6 +88,8 @@ def parse(spec: str) -> list[Token]:
             p = int(m.group(4)) if m.group(4) else 0
             if k < 1 or s < 1:
                 raise SpecError(f"{_where(spec, i, raw)}: pooling size and stride must be >= 1")
+            if p > k // 2:  # as the pooling layers (and PyTorch) require: no window lies wholly in the padding
+                raise SpecError(f"{_where(spec, i, raw)}: pooling padding {p} must be at most half the window ({k} // 2 = {k // 2})")
             out.append(Token("avgpool" if m.group(1) == "avgpool" else "maxpool", t, {"kernel": k, "stride": s, "padding": p}))
         elif m := _DROPOUT.match(t):
             p = float(m.group(1)) if m.group(1) else 0.5
@@ -94,6 +97,8 @@ def parse(spec: str) -> list[Token]:
                 raise SpecError(f"{_where(spec, i, raw)}: dropout probability must be in [0, 1)")
             out.append(Token("dropout", t, {"p": p}))
         elif m := _FC.match(t):
+            if int(m.group(1)) < 1:
+                raise SpecError(f"{_where(spec, i, raw)}: a fully connected layer needs at least 1 output")
             out.append(Token("fc", t, {"out": int(m.group(1))}))
         elif t in _SIMPLE:
             out.append(Token(t, t))
@@ -120,6 +125,7 @@ class BuildOptions:
     bn_eps: float = 1e-5
     dtype: Any = np.float32
     first_layer_input_grad: bool = False
+    workspace_limit: int = 512 * 2**20  # bytes of im2row workspace per convolution before chunking the batch
 
 
 def _init_conv_like(layer: Any, opts: BuildOptions, rng: np.random.Generator, fan_in: int) -> None:
@@ -190,6 +196,7 @@ def build(
             layer = Conv2d(
                 a["in"], a["out"], a["kernel"], a["stride"], a["padding"], a["dilation"], bias=a["bias"],
                 rng=rng, dtype=opts.dtype, need_input_grad=opts.first_layer_input_grad or not first_param_layer,
+                workspace_limit=opts.workspace_limit,
             )
             _init_conv_like(layer, opts, rng, a["kernel"][0] * a["kernel"][1] * a["in"])
             first_param_layer = False

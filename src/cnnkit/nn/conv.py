@@ -11,6 +11,7 @@ from cnnkit.errors import ShapeError
 from cnnkit.nn.base import Layer
 from cnnkit.nn.init import as_rng, uniform_fan_in
 from cnnkit.ops.conv import (
+    DEFAULT_WORKSPACE_LIMIT,
     conv2d_backward,
     conv2d_forward,
     conv_transpose2d_backward,
@@ -27,6 +28,7 @@ class Conv2d(Layer):
     ``padding`` accepts an int, (ph, pw), ((top, bottom), (left, right)), "same" or "valid".
     Weights start U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as in PyTorch; pass ``rng`` for reproducibility.
     ``need_input_grad=False`` (e.g. the first layer of a network) skips computing dX; backward then returns None.
+    ``workspace_limit`` (bytes, default 512 MiB) caps the im2row matrix phi(x); larger batches run in chunks.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Conv2d(Layer):
         rng: Optional[np.random.Generator] = None,
         dtype: Any = None,
         need_input_grad: bool = True,
+        workspace_limit: int = DEFAULT_WORKSPACE_LIMIT,
     ) -> None:
         super().__init__()
         if groups < 1 or in_channels % groups or out_channels % groups:
@@ -53,6 +56,7 @@ class Conv2d(Layer):
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
         self.stride, self.dilation = positive_pair(stride, "stride"), positive_pair(dilation, "dilation")
         self.padding, self.groups, self.need_input_grad = padding, groups, need_input_grad
+        self.workspace_limit = workspace_limit
         kh, kw = self.kernel_size
         fan_in = kh * kw * in_channels // groups
         rng = as_rng(rng)
@@ -63,7 +67,8 @@ class Conv2d(Layer):
 
     def forward(self, x: Array, train: bool = False) -> Array:
         y, self._cache = conv2d_forward(
-            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation, self.groups
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation, self.groups,
+            self.workspace_limit,
         )
         return y
 

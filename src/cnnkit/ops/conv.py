@@ -17,19 +17,25 @@ from typing import Optional
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
 from cnnkit.ops.geometry import IntPair, Padding, Window, check_rank, pair, window
-from cnnkit.ops.im2row import im2row, pad_nhwc, row2im, windows_view
+from cnnkit.ops.im2row import pad_nhwc, row2im, windows_view
+
+
+DEFAULT_WORKSPACE_LIMIT = 512 * 2**20
+"""Default cap (bytes) on one convolution's im2row workspace phi(x); above it the batch is processed in chunks."""
 
 
 @dataclass
 class ConvCache:
-    """What conv2d's backward needs: the rows phi(x), the weight, geometry and shapes."""
+    """What conv2d's backward needs: the rows phi(x) (or x itself when chunked), the weight, geometry."""
 
-    rows: Array  # (M, kh*kw*C_in), M = N*H_out*W_out
+    rows: Optional[Array]  # (M, kh*kw*C_in), M = N*H_out*W_out; None when the forward ran in chunks
+    x: Optional[Array]  # the input, kept only when chunked (the backward rebuilds phi(x) chunk by chunk)
     weight: Array  # (kh, kw, C_in/groups, C_out)
     x_shape: tuple[int, int, int, int]
     win: Window
     groups: int
     has_bias: bool
+    chunk: int  # images per chunk (N when not chunked)
 
 
 def _check_conv_args(x: Array, weight: Array, bias: Optional[Array], groups: int, what: str) -> None:
@@ -64,6 +70,38 @@ def _grouped_matmul(rows: Array, w2: Array, groups: int, taps: int) -> Array:
     return y.transpose(1, 0, 2).reshape(m, groups * og)  # (M, C_out), channel = g*og + o
 
 
+def _is_reshape(win: Window, x_shape: tuple[int, ...]) -> bool:
+    """True when phi(x) is a plain reshape of x: a 1x1 kernel at stride 1, or one window covering the whole input."""
+    if any(win.pads):
+        return False
+    if win.kernel == (1, 1) and win.stride == (1, 1):
+        return True
+    return win.out == (1, 1) and win.kernel == (x_shape[1], x_shape[2])
+
+
+def _rows(x: Array, win: Window) -> Array:
+    """phi(x) (N*H_out*W_out, kh*kw*C) for a resolved window; a view when no copy is needed."""
+    if _is_reshape(win, x.shape):
+        return x.reshape(x.shape[0] * win.out[0] * win.out[1], -1)  # (M, kh*kw*C), same memory order
+    view = windows_view(pad_nhwc(x, win.pads), win)  # (N, Ho, Wo, kh, kw, C)
+    n, ho, wo, kh, kw, c = view.shape
+    return xp.ascontiguousarray(view).reshape(n * ho * wo, kh * kw * c)
+
+
+def _rows_to_dx(drows: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+    """row2im (eq. 15.49), or a reshape when phi(x) was one."""
+    if _is_reshape(win, x_shape):
+        return drows.reshape(x_shape)
+    return row2im(drows, x_shape, win)
+
+
+def _forward_rows(rows: Array, w2: Array, bias: Optional[Array], groups: int, taps: int) -> Array:
+    y = rows @ w2 if groups == 1 else _grouped_matmul(rows, w2, groups, taps)  # (M, C_out)
+    if bias is not None:
+        y += bias
+    return y
+
+
 def conv2d_forward(
     x: Array,
     weight: Array,
@@ -72,26 +110,55 @@ def conv2d_forward(
     padding: Padding = 0,
     dilation: IntPair = 1,
     groups: int = 1,
+    workspace_limit: int = DEFAULT_WORKSPACE_LIMIT,
 ) -> tuple[Array, ConvCache]:
     """2-D convolution (cross-correlation, as every framework and the seed define it), eq. 15.25.
 
     x: (N, H, W, C_in); weight: (kh, kw, C_in/groups, C_out); bias: (C_out,) or None.
     Returns y: (N, H_out, W_out, C_out) and the cache for :func:`conv2d_backward`.
+    When phi(x) for the whole batch would exceed ``workspace_limit`` bytes, the batch is processed in chunks
+    of images (identical results; the backward then rebuilds phi(x) per chunk instead of keeping it).
     """
     _check_conv_args(x, weight, bias, groups, "conv2d")
     kh, kw, cg, c_out = weight.shape
     x = x.astype(weight.dtype, copy=False)
-    rows, win = im2row(x, (kh, kw), stride, padding, dilation, what="conv2d")  # (M, kh*kw*C_in)
+    win = window((x.shape[1], x.shape[2]), (kh, kw), stride, padding, dilation, what="conv2d")
+    n, (ho, wo) = x.shape[0], win.out
     w2 = weight.reshape(kh * kw * cg, c_out)  # F of eq. 15.25
+    per_image = ho * wo * kh * kw * x.shape[3] * x.dtype.itemsize
+    chunk = n if _is_reshape(win, x.shape) else max(1, min(n, workspace_limit // max(per_image, 1)))
+    if chunk >= n:
+        rows = _rows(x, win)  # phi(x): (M, kh*kw*C_in)
+        y = _forward_rows(rows, w2, bias, groups, kh * kw).reshape(n, ho, wo, c_out)
+        return y, ConvCache(rows, None, weight, tuple(x.shape), win, groups, bias is not None, n)  # type: ignore[arg-type]
+    y = xp.empty((n, ho, wo, c_out), dtype=x.dtype)
+    for s in range(0, n, chunk):
+        xc = x[s : s + chunk]
+        y[s : s + chunk] = _forward_rows(_rows(xc, win), w2, bias, groups, kh * kw).reshape(len(xc), ho, wo, c_out)
+    return y, ConvCache(None, x, weight, tuple(x.shape), win, groups, bias is not None, chunk)  # type: ignore[arg-type]
+
+
+def _weight_grad(rows: Array, dy2: Array, w_shape: tuple[int, ...], groups: int) -> Array:
+    """dF = phi(x)^T dY (eq. 15.38), per group."""
     if groups == 1:
-        y = rows @ w2  # (M, C_out)
-    else:
-        y = _grouped_matmul(rows, w2, groups, kh * kw)
-    if bias is not None:
-        y += bias
-    n = x.shape[0]
-    y = y.reshape(n, win.out[0], win.out[1], c_out)
-    return y, ConvCache(rows, weight, tuple(x.shape), win, groups, bias is not None)  # type: ignore[arg-type]
+        return (rows.T @ dy2).reshape(w_shape)
+    kh, kw, cg, c_out = w_shape
+    m, taps, og = dy2.shape[0], kh * kw, c_out // groups
+    r = rows.reshape(m, taps, groups, cg).transpose(2, 1, 3, 0).reshape(groups, taps * cg, m)  # (g, taps*cg, M)
+    d = dy2.reshape(m, groups, og).transpose(1, 0, 2)  # (g, M, og)
+    return xp.matmul(r, d).transpose(1, 0, 2).reshape(w_shape)  # (taps*cg, g, og) -> (kh, kw, cg, C_out)
+
+
+def _rows_grad(dy2: Array, w2: Array, w_shape: tuple[int, ...], groups: int) -> Array:
+    """dphi(x) = dY F^T (the matrix that eq. 15.49 scatters back), per group: (M, kh*kw*C_in)."""
+    if groups == 1:
+        return dy2 @ w2.T
+    kh, kw, cg, c_out = w_shape
+    m, taps, og = dy2.shape[0], kh * kw, c_out // groups
+    d = dy2.reshape(m, groups, og).transpose(1, 0, 2)  # (g, M, og)
+    wg = w2.reshape(taps, cg, groups, og).transpose(2, 3, 0, 1).reshape(groups, og, taps * cg)  # F_g^T per group
+    dr = xp.matmul(d, wg).reshape(groups, m, taps, cg)  # (g, M, taps, cg)
+    return dr.transpose(1, 2, 0, 3).reshape(m, taps * groups * cg)  # column = tap*C_in + g*cg + c
 
 
 def conv2d_backward(
@@ -108,28 +175,25 @@ def conv2d_backward(
     expected = (n, cache.win.out[0], cache.win.out[1], c_out)
     if tuple(dy.shape) != expected:
         raise ShapeError(f"conv2d backward: dy has shape {tuple(dy.shape)}, expected {expected}")
-    dy2 = dy.astype(w.dtype, copy=False).reshape(-1, c_out)  # dY: (M, C_out)
-    taps, g = kh * kw, cache.groups
-    if g == 1:
-        dw = (cache.rows.T @ dy2).reshape(w.shape)  # eq. 15.38
-    else:
-        m, og = dy2.shape[0], c_out // g
-        r = cache.rows.reshape(m, taps, g, cg).transpose(2, 1, 3, 0).reshape(g, taps * cg, m)  # (g, taps*cg, M)
-        d = dy2.reshape(m, g, og).transpose(1, 0, 2)  # (g, M, og)
-        dw = xp.matmul(r, d).transpose(1, 0, 2).reshape(w.shape)  # (taps*cg, g, og) -> (kh, kw, cg, C_out)
-    db = dy2.sum(axis=0) if cache.has_bias else None
-    if not need_dx:
-        return None, dw, db
-    w2 = w.reshape(taps * cg, c_out)
-    if g == 1:
-        drows = dy2 @ w2.T  # (M, kh*kw*C_in)
-    else:
-        m = dy2.shape[0]
-        d = dy2.reshape(m, g, og).transpose(1, 0, 2)  # (g, M, og)
-        wg = w2.reshape(taps, cg, g, og).transpose(2, 3, 0, 1).reshape(g, og, taps * cg)  # F_g^T per group
-        dr = xp.matmul(d, wg).reshape(g, m, taps, cg)  # (g, M, taps, cg)
-        drows = dr.transpose(1, 2, 0, 3).reshape(m, taps * g * cg)  # column = tap*C_in + g*cg + c
-    dx = row2im(drows, cache.x_shape, cache.win)
+    dy = dy.astype(w.dtype, copy=False)
+    w2 = w.reshape(kh * kw * cg, c_out)
+    db = dy.reshape(-1, c_out).sum(axis=0) if cache.has_bias else None
+    if cache.rows is not None:
+        dy2 = dy.reshape(-1, c_out)  # dY: (M, C_out)
+        dw = _weight_grad(cache.rows, dy2, w.shape, cache.groups)
+        if not need_dx:
+            return None, dw, db
+        return _rows_to_dx(_rows_grad(dy2, w2, w.shape, cache.groups), cache.x_shape, cache.win), dw, db
+    # chunked: rebuild phi(x) for each chunk of images
+    x, chunk = cache.x, cache.chunk
+    dw = xp.zeros(w.shape, dtype=w.dtype)
+    dx = xp.empty(cache.x_shape, dtype=w.dtype) if need_dx else None
+    for s in range(0, n, chunk):
+        xc = x[s : s + chunk]  # type: ignore[index]
+        dyc = dy[s : s + chunk].reshape(-1, c_out)
+        dw += _weight_grad(_rows(xc, cache.win), dyc, w.shape, cache.groups)
+        if dx is not None:
+            dx[s : s + chunk] = _rows_to_dx(_rows_grad(dyc, w2, w.shape, cache.groups), tuple(xc.shape), cache.win)
     return dx, dw, db
 
 

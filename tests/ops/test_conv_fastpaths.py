@@ -1,0 +1,61 @@
+"""Fast paths of conv2d give the reference result: batch chunking under a workspace cap, and the
+reshape-only phi(x) of 1x1 kernels and of kernels covering the whole input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnkit.ops.conv import _is_reshape, conv2d_backward, conv2d_forward
+from cnnkit.ops.geometry import window
+from cnnkit.ops.im2row import im2row, row2im
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding,groups",
+    [
+        ((5, 7, 6, 4), 3, 1, 1, 1),
+        ((5, 7, 6, 4), (2, 3), 2, "same", 2),
+        ((3, 4, 4, 6), 4, 1, 0, 1),  # window covers the input
+        ((3, 5, 5, 6), 1, 1, 0, 3),  # 1x1
+        ((4, 9, 9, 2), 3, 3, ((0, 1), (2, 0)), 1),
+    ],
+)
+@pytest.mark.parametrize("limit", [1, 700, 4000])
+def test_chunked_equals_whole_batch(rng: np.random.Generator, shape, kernel, stride, padding, groups, limit) -> None:  # noqa: ANN001
+    x = rng.standard_normal(shape)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = rng.standard_normal((kh, kw, shape[3] // groups, 6))
+    b = rng.standard_normal(6)
+    y_ref, c_ref = conv2d_forward(x, w, b, stride, padding, 1, groups)
+    y, c = conv2d_forward(x, w, b, stride, padding, 1, groups, workspace_limit=limit)
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    for got, ref in zip(conv2d_backward(dy, c), conv2d_backward(dy, c_ref)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    dx, dw, db = conv2d_backward(dy, c, need_dx=False)
+    assert dx is None
+    np.testing.assert_allclose(dw, conv2d_backward(dy, c_ref)[1], rtol=1e-12, atol=1e-12)
+
+
+def test_chunking_really_happens(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((6, 5, 5, 2)).astype(np.float32)
+    _, cache = conv2d_forward(x, rng.standard_normal((3, 3, 2, 4)).astype(np.float32), workspace_limit=9 * 18 * 4 * 2)
+    assert cache.rows is None and cache.chunk == 2
+
+
+@pytest.mark.parametrize("shape,kernel", [((2, 4, 5, 3), (1, 1)), ((2, 4, 5, 3), (4, 5)), ((1, 1, 1, 7), (1, 1))])
+def test_reshape_rows_match_im2row(rng: np.random.Generator, shape, kernel) -> None:  # noqa: ANN001
+    x = rng.standard_normal(shape)
+    win = window(shape[1:3], kernel)
+    assert _is_reshape(win, shape)
+    rows, _ = im2row(x, kernel)
+    np.testing.assert_array_equal(x.reshape(rows.shape), rows)
+    r = rng.standard_normal(rows.shape)
+    np.testing.assert_array_equal(row2im(r, shape, win), r.reshape(shape))
+
+
+def test_strided_or_padded_1x1_is_not_a_reshape() -> None:
+    assert not _is_reshape(window((5, 5), 1, stride=2), (1, 5, 5, 1))
+    assert not _is_reshape(window((5, 5), 1, padding=1), (1, 5, 5, 1))
+    assert not _is_reshape(window((5, 5), 3), (1, 5, 5, 1))
