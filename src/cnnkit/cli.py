@@ -61,6 +61,16 @@ def _positive_float(value: str) -> float:
     return v
 
 
+def _schedule_arg(value: str) -> str:
+    from cnnkit.optim import schedule_from_spec
+
+    try:
+        schedule_from_spec(value, 1.0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, inspect and run CNNs built from their mathematics.")
     p.add_argument("--version", action="version", version=f"cnnkit {cnnkit.__version__}")
@@ -81,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, default=20)
     t.add_argument("--batch-size", type=_positive_int, default=100)
     t.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate (default 0.001)")
-    t.add_argument("--schedule", default="constant", help="constant | step:EPOCHS:GAMMA | cosine:T_MAX[:ETA_MIN] | list:LR1,LR2,...")
+    t.add_argument("--schedule", type=_schedule_arg, default="constant", help="constant | step:EPOCHS:GAMMA | cosine:T_MAX[:ETA_MIN] | list:LR1,LR2,...")
     t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "rmsprop", "adagrad"])
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=5e-4)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Union
 
@@ -27,7 +27,10 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # not tempfile.mkstemp: its files are mode 0600, which the rename would give the target; os.open
+    # with 0o666 lets the umask decide, as for any new file
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:16]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -38,6 +41,21 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(directory: PathLike) -> list[Path]:
+    """Delete the temporary files that a killed :func:`atomic_write_bytes` left in ``directory``.
+
+    Only names of the form ``.<target>.<16 hex digits>.tmp`` are touched; returns what was removed.
+    """
+    removed = []
+    for p in Path(directory).glob(".*.tmp"):
+        stem = p.name[1:-4]  # "<target>.<hex>"
+        target, _, tag = stem.rpartition(".")
+        if target and len(tag) == 16 and all(c in "0123456789abcdef" for c in tag) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

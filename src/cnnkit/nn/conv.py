@@ -17,6 +17,7 @@ from cnnkit.ops.conv import (
     conv_transpose2d_backward,
     conv_transpose2d_forward,
 )
+from cnnkit.ops.workspace import Workspace
 from cnnkit.ops.geometry import IntPair, Padding, pair, positive_pair
 
 
@@ -57,6 +58,8 @@ class Conv2d(Layer):
         self.stride, self.dilation = positive_pair(stride, "stride"), positive_pair(dilation, "dilation")
         self.padding, self.groups, self.need_input_grad = padding, groups, need_input_grad
         self.workspace_limit = workspace_limit
+        # reusable memory: phi(x) of the last training forward (kept for backward), of evaluation, and dY F^T
+        self._ws = {"train": Workspace(), "eval": Workspace(), "backward": Workspace()}
         kh, kw = self.kernel_size
         fan_in = kh * kw * in_channels // groups
         rng = as_rng(rng)
@@ -68,12 +71,12 @@ class Conv2d(Layer):
     def forward(self, x: Array, train: bool = False) -> Array:
         y, self._cache = conv2d_forward(
             x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation, self.groups,
-            self.workspace_limit,
+            self.workspace_limit, self._ws["train" if train else "eval"],
         )
         return y
 
     def backward(self, dy: Array) -> Array:
-        dx, dw, db = conv2d_backward(dy, self._saved(), need_dx=self.need_input_grad)
+        dx, dw, db = conv2d_backward(dy, self._saved(), need_dx=self.need_input_grad, workspace=self._ws["backward"])
         self._set_grad("weight", dw)
         if db is not None:
             self._set_grad("bias", db)

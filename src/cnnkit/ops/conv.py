@@ -18,6 +18,7 @@ from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
 from cnnkit.ops.geometry import IntPair, Padding, Window, check_rank, pair, window
 from cnnkit.ops.im2row import pad_nhwc, row2im, windows_view
+from cnnkit.ops.workspace import Workspace, scratch
 
 
 DEFAULT_WORKSPACE_LIMIT = 512 * 2**20
@@ -79,13 +80,23 @@ def _is_reshape(win: Window, x_shape: tuple[int, ...]) -> bool:
     return win.out == (1, 1) and win.kernel == (x_shape[1], x_shape[2])
 
 
-def _rows(x: Array, win: Window) -> Array:
-    """phi(x) (N*H_out*W_out, kh*kw*C) for a resolved window; a view when no copy is needed."""
+def _rows(x: Array, win: Window, ws: Optional[Workspace] = None) -> Array:
+    """phi(x) (N*H_out*W_out, kh*kw*C) for a resolved window; a view when no copy is needed.
+
+    The copy goes into ``ws`` (reused memory) when a workspace is given.
+    """
     if _is_reshape(win, x.shape):
         return x.reshape(x.shape[0] * win.out[0] * win.out[1], -1)  # (M, kh*kw*C), same memory order
     view = windows_view(pad_nhwc(x, win.pads), win)  # (N, Ho, Wo, kh, kw, C)
     n, ho, wo, kh, kw, c = view.shape
-    return xp.ascontiguousarray(view).reshape(n * ho * wo, kh * kw * c)
+    out = scratch(ws, "rows", view.shape, x.dtype)
+    xp.copyto(out, view)  # the one im2row copy
+    return out.reshape(n * ho * wo, kh * kw * c)
+
+
+def _colsum(a: Array) -> Array:
+    """Column sums of a 2-D array as one matrix-vector product (faster than ``a.sum(0)`` for tall arrays)."""
+    return xp.ones(a.shape[0], dtype=a.dtype) @ a
 
 
 def _rows_to_dx(drows: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
@@ -111,6 +122,7 @@ def conv2d_forward(
     dilation: IntPair = 1,
     groups: int = 1,
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT,
+    workspace: Optional[Workspace] = None,
 ) -> tuple[Array, ConvCache]:
     """2-D convolution (cross-correlation, as every framework and the seed define it), eq. 15.25.
 
@@ -118,6 +130,8 @@ def conv2d_forward(
     Returns y: (N, H_out, W_out, C_out) and the cache for :func:`conv2d_backward`.
     When phi(x) for the whole batch would exceed ``workspace_limit`` bytes, the batch is processed in chunks
     of images (identical results; the backward then rebuilds phi(x) per chunk instead of keeping it).
+    ``workspace`` (optional) provides reusable memory for phi(x); the cache refers to it, so the same
+    workspace must not be used by another forward before this one's backward.
     """
     _check_conv_args(x, weight, bias, groups, "conv2d")
     kh, kw, cg, c_out = weight.shape
@@ -128,13 +142,13 @@ def conv2d_forward(
     per_image = ho * wo * kh * kw * x.shape[3] * x.dtype.itemsize
     chunk = n if _is_reshape(win, x.shape) else max(1, min(n, workspace_limit // max(per_image, 1)))
     if chunk >= n:
-        rows = _rows(x, win)  # phi(x): (M, kh*kw*C_in)
+        rows = _rows(x, win, workspace)  # phi(x): (M, kh*kw*C_in)
         y = _forward_rows(rows, w2, bias, groups, kh * kw).reshape(n, ho, wo, c_out)
         return y, ConvCache(rows, None, weight, tuple(x.shape), win, groups, bias is not None, n)  # type: ignore[arg-type]
     y = xp.empty((n, ho, wo, c_out), dtype=x.dtype)
     for s in range(0, n, chunk):
         xc = x[s : s + chunk]
-        y[s : s + chunk] = _forward_rows(_rows(xc, win), w2, bias, groups, kh * kw).reshape(len(xc), ho, wo, c_out)
+        y[s : s + chunk] = _forward_rows(_rows(xc, win, workspace), w2, bias, groups, kh * kw).reshape(len(xc), ho, wo, c_out)
     return y, ConvCache(None, x, weight, tuple(x.shape), win, groups, bias is not None, chunk)  # type: ignore[arg-type]
 
 
@@ -149,10 +163,10 @@ def _weight_grad(rows: Array, dy2: Array, w_shape: tuple[int, ...], groups: int)
     return xp.matmul(r, d).transpose(1, 0, 2).reshape(w_shape)  # (taps*cg, g, og) -> (kh, kw, cg, C_out)
 
 
-def _rows_grad(dy2: Array, w2: Array, w_shape: tuple[int, ...], groups: int) -> Array:
+def _rows_grad(dy2: Array, w2: Array, w_shape: tuple[int, ...], groups: int, ws: Optional[Workspace] = None) -> Array:
     """dphi(x) = dY F^T (the matrix that eq. 15.49 scatters back), per group: (M, kh*kw*C_in)."""
     if groups == 1:
-        return dy2 @ w2.T
+        return xp.matmul(dy2, w2.T, out=scratch(ws, "drows", (dy2.shape[0], w2.shape[0]), dy2.dtype))
     kh, kw, cg, c_out = w_shape
     m, taps, og = dy2.shape[0], kh * kw, c_out // groups
     d = dy2.reshape(m, groups, og).transpose(1, 0, 2)  # (g, M, og)
@@ -162,12 +176,13 @@ def _rows_grad(dy2: Array, w2: Array, w_shape: tuple[int, ...], groups: int) -> 
 
 
 def conv2d_backward(
-    dy: Array, cache: ConvCache, need_dx: bool = True
+    dy: Array, cache: ConvCache, need_dx: bool = True, workspace: Optional[Workspace] = None
 ) -> tuple[Optional[Array], Array, Optional[Array]]:
     """Gradients of conv2d: returns ``(dx, dweight, dbias)``.
 
     dy: (N, H_out, W_out, C_out). dweight = phi(x)^T dY (eq. 15.38); dx = row2im(dY F^T) (eq. 15.49);
     dbias = dY summed over N, H_out, W_out (None without bias). ``need_dx=False`` skips dx (first layer).
+    ``workspace`` (optional, not the forward's) provides reusable memory for dY F^T.
     """
     w = cache.weight
     kh, kw, cg, c_out = w.shape
@@ -177,13 +192,13 @@ def conv2d_backward(
         raise ShapeError(f"conv2d backward: dy has shape {tuple(dy.shape)}, expected {expected}")
     dy = dy.astype(w.dtype, copy=False)
     w2 = w.reshape(kh * kw * cg, c_out)
-    db = dy.reshape(-1, c_out).sum(axis=0) if cache.has_bias else None
+    db = _colsum(dy.reshape(-1, c_out)) if cache.has_bias else None
     if cache.rows is not None:
         dy2 = dy.reshape(-1, c_out)  # dY: (M, C_out)
         dw = _weight_grad(cache.rows, dy2, w.shape, cache.groups)
         if not need_dx:
             return None, dw, db
-        return _rows_to_dx(_rows_grad(dy2, w2, w.shape, cache.groups), cache.x_shape, cache.win), dw, db
+        return _rows_to_dx(_rows_grad(dy2, w2, w.shape, cache.groups, workspace), cache.x_shape, cache.win), dw, db
     # chunked: rebuild phi(x) for each chunk of images
     x, chunk = cache.x, cache.chunk
     dw = xp.zeros(w.shape, dtype=w.dtype)
@@ -191,9 +206,10 @@ def conv2d_backward(
     for s in range(0, n, chunk):
         xc = x[s : s + chunk]  # type: ignore[index]
         dyc = dy[s : s + chunk].reshape(-1, c_out)
-        dw += _weight_grad(_rows(xc, cache.win), dyc, w.shape, cache.groups)
+        dw += _weight_grad(_rows(xc, cache.win, workspace), dyc, w.shape, cache.groups)
         if dx is not None:
-            dx[s : s + chunk] = _rows_to_dx(_rows_grad(dyc, w2, w.shape, cache.groups), tuple(xc.shape), cache.win)
+            drows = _rows_grad(dyc, w2, w.shape, cache.groups, workspace)
+            dx[s : s + chunk] = _rows_to_dx(drows, tuple(xc.shape), cache.win)
     return dx, dw, db
 
 

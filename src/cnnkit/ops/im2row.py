@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from cnnkit.backend import Array, as_strided, xp
 from cnnkit.errors import ShapeError
+from cnnkit.ops import _jit
 from cnnkit.ops.geometry import IntPair, Padding, Window, check_rank, window
 
 
@@ -62,11 +63,12 @@ def im2row(
     return rows, win
 
 
-def row2im(rows: Array, x_shape: tuple[int, int, int, int], win: Window) -> Array:
+def row2im(rows: Array, x_shape: tuple[int, int, int, int], win: Window, use_jit: bool = True) -> Array:
     """Adjoint of :func:`im2row` (eq. 15.49): scatter-add rows back into an (N, H, W, C) array.
 
     rows: (N*H_out*W_out, kh*kw*C) or already shaped (N, H_out, W_out, kh, kw, C).
-    Entries that came from padding are dropped.
+    Entries that came from padding are dropped. ``use_jit=False`` forces the NumPy scatter even when the
+    compiled kernel (numba) is available.
     """
     n, h, w, c = x_shape
     (ho, wo), (kh, kw) = win.out, win.kernel
@@ -80,12 +82,22 @@ def row2im(rows: Array, x_shape: tuple[int, int, int, int], win: Window) -> Arra
     hp, wp = win.padded_hw
     out = xp.zeros((n, hp, wp, c), dtype=rows.dtype)
     (sh, sw), (dh, dw) = win.stride, win.dilation
+    if use_jit and _jit.usable(out):
+        _jit.row2im_add(xp.ascontiguousarray(cols), out, sh, sw, dh, dw)
+    else:
+        _row2im_numpy(cols, out, win)
+    t, b, l, r = win.pads
+    if t == b == l == r == 0:
+        return out
+    return xp.ascontiguousarray(out[:, t : t + h, l : l + w, :])
+
+
+def _row2im_numpy(cols: Array, out: Array, win: Window) -> None:
+    """The NumPy scatter: kh*kw vectorised strided adds (the reference for the compiled kernel)."""
+    _, ho, wo, kh, kw, _ = cols.shape
+    (sh, sw), (dh, dw) = win.stride, win.dilation
     for i in range(kh):
         hi = i * dh
         for j in range(kw):
             wj = j * dw
             out[:, hi : hi + sh * (ho - 1) + 1 : sh, wj : wj + sw * (wo - 1) + 1 : sw, :] += cols[:, :, :, i, j, :]
-    t, b, l, r = win.pads
-    if t == b == l == r == 0:
-        return out
-    return xp.ascontiguousarray(out[:, t : t + h, l : l + w, :])

@@ -38,6 +38,7 @@ from typing import Iterator, Optional, Sequence, Union
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
 from cnnkit.ops.geometry import IntPair, Window, check_rank, pair, positive_pair, window
+from cnnkit.ops import _jit
 from cnnkit.ops.im2row import pad_nhwc, windows_view
 
 __all__ = [
@@ -193,6 +194,7 @@ class MaxPoolCache:
     x_shape: tuple[int, int, int, int]
     win: Window  # pads include the ceil_mode overhang
     indices: Optional[Array] = field(default=None, repr=False)  # memo of max_pool2d_indices
+    tap: Optional[Array] = field(default=None, repr=False)  # (N, Ho, Wo, C) int32 i*kw + j of each maximum (compiled path)
 
 
 def max_pool2d_forward(
@@ -202,17 +204,23 @@ def max_pool2d_forward(
     padding: IntPair = 0,
     ceil_mode: bool = False,
     dilation: IntPair = 1,
+    use_jit: bool = True,
 ) -> tuple[Array, MaxPoolCache]:
     """Max pooling, eq. 15.51: y[n, i, j, c] = max over the (dilated) window at (i*sh - ph, j*sw - pw).
 
     x: (N, H, W, C) -> y: (N, H_out, W_out, C). Padding counts as -inf. ``stride=None`` = kernel_size.
     Returns ``(y, cache)``; :func:`max_pool2d_indices` gives PyTorch-style switches from the cache.
-    NaNs propagate to the output (as in PyTorch) but receive no gradient.
+    NaNs propagate to the output (as in PyTorch); the NumPy path gives them no gradient, the compiled path
+    (numba, used when available unless ``use_jit=False``) routes it to the first NaN as PyTorch does.
     """
     check_rank(x.shape, 4, "max_pool2d")
     x = _as_float(x)
     win, _ = _pool_window(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     x_pad = pad_nhwc(x, win.pads, -math.inf)
+    if use_jit and _jit.usable(x_pad):
+        (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.stride, win.dilation
+        y, tap = _jit.maxpool_forward(xp.ascontiguousarray(x_pad), kh, kw, sh, sw, dh, dw, win.out[0], win.out[1])
+        return y, MaxPoolCache(x_pad, y, tuple(x.shape), win, tap=tap)  # type: ignore[arg-type]
     view = windows_view(x_pad, win)  # (N, Ho, Wo, kh, kw, C), no copy
     taps = _taps(win)
     y = view[:, :, :, 0, 0, :].copy()
@@ -258,6 +266,17 @@ def max_pool2d_backward(dy: Array, cache: MaxPoolCache, accumulate: bool = False
     dy = dy.astype(cache.y.dtype, copy=False)
     win = cache.win
     padded_shape = cache.x_pad.shape
+    if cache.tap is not None and not accumulate and _jit.usable(dy):
+        (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.stride, win.dilation
+        dy = xp.ascontiguousarray(dy)
+        if _disjoint(win):
+            covers = _covers(win, (padded_shape[1], padded_shape[2]))
+            dx_pad = xp.empty(padded_shape, dtype=dy.dtype) if covers else xp.zeros(padded_shape, dtype=dy.dtype)
+            _jit.maxpool_backward_disjoint(dy, cache.tap, dx_pad, kh, kw, sh, sw, dh, dw)
+        else:
+            dx_pad = xp.zeros(padded_shape, dtype=dy.dtype)
+            _jit.maxpool_backward(dy, cache.tap, dx_pad, kw, sh, sw, dh, dw)
+        return _crop(dx_pad, win, cache.x_shape)
     accumulate = accumulate or not _disjoint(win)
     if accumulate:
         dx_pad = xp.zeros(padded_shape, dtype=dy.dtype)
@@ -285,11 +304,15 @@ def max_pool2d_indices(cache: MaxPoolCache) -> Array:
     w_in = cache.x_shape[2]
     (ho, wo), (sh, sw), (dh, dw) = win.out, win.stride, win.dilation
     top, left = win.pads[0], win.pads[2]
-    offset = xp.zeros(cache.y.shape, dtype=xp.int64)
-    for i, j, mask in _first_max_masks(cache):
-        step = i * dh * w_in + j * dw
-        if step:
-            offset += mask * xp.int64(step)
+    if cache.tap is not None:
+        i_tap, j_tap = xp.divmod(cache.tap.astype(xp.int64), win.kernel[1])
+        offset = i_tap * (dh * w_in) + j_tap * dw
+    else:
+        offset = xp.zeros(cache.y.shape, dtype=xp.int64)
+        for i, j, mask in _first_max_masks(cache):
+            step = i * dh * w_in + j * dw
+            if step:
+                offset += mask * xp.int64(step)
     rows = xp.arange(ho, dtype=xp.int64) * sh - top  # first row of each window, unpadded coordinates
     cols = xp.arange(wo, dtype=xp.int64) * sw - left
     base = rows[:, None] * w_in + cols[None, :]  # (Ho, Wo)

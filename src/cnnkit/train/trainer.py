@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from cnnkit.serialize import atomic_write_text
+from cnnkit.serialize import atomic_write_text, remove_stale_temporaries
 
 _SHUFFLE_STREAM = 0x5EED  # distinguishes the shuffling generator from the dropout ones
 
@@ -146,10 +146,18 @@ class Trainer:
             diff = {k: (saved_cfg.get(k), v) for k, v in self.config.to_dict().items() if saved_cfg.get(k) != v}
             raise ValueError(f"--resume: the run in {self.out} was started with other settings (saved, now): {diff}")
         meta = load_checkpoint(self.checkpoint_path, self.model, self.optimizer)
+        remove_stale_temporaries(self.out)  # a kill -9 in the middle of an atomic write
         done = int(meta["epoch"])
-        if self.metrics_path.exists():
-            lines = [json.loads(s) for s in self.metrics_path.read_text().splitlines() if s.strip()]
-            self.records = [r for r in lines if r["epoch"] <= done]
+        # the checkpoint carries the records of its epochs: a kill between writing the checkpoint and
+        # metrics.jsonl must not lose a line
+        if "records" in meta:
+            records = meta["records"]
+        elif self.metrics_path.exists():  # checkpoints written before records were stored in them
+            records = [json.loads(s) for s in self.metrics_path.read_text().splitlines() if s.strip()]
+        else:
+            records = []
+        self.records = [r for r in records if r["epoch"] <= done]
+        self._write_metrics()
         return done
 
     # -- the loop ---------------------------------------------------------------------------
@@ -187,7 +195,8 @@ class Trainer:
                 record.update({f"test_{k}": v for k, v in test.items()})
             self._check_finite(record, epoch)  # never checkpoint a diverged model
             self.records.append(record)
-            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, epoch + 1, {"config": cfg.to_dict()})
+            save_checkpoint(self.checkpoint_path, self.model, self.optimizer, epoch + 1,
+                            {"config": cfg.to_dict(), "records": self.records})
             self._write_metrics()
             self._plot()
             self.log(self._epoch_line(record))

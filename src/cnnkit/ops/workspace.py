@@ -1,0 +1,42 @@
+"""Reusable scratch memory for the large temporaries of a layer (im2row's phi(x), dY F^T).
+
+Allocating a fresh 10-150 MB array per step costs page faults on every touch; measured on the BASE
+network (batch 100) conv2's forward took 3.65 ms with fresh arrays and 2.69 ms with the memory reused.
+A layer owns one :class:`Workspace` per use (training forward, evaluation forward, backward) and passes
+it to the ops; the ops fall back to fresh arrays when given none.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from cnnkit.backend import Array, xp
+
+
+class Workspace:
+    """Named scratch buffers that grow as needed and are handed out as views of the requested shape."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, Array] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
+        """An uninitialised C-contiguous array of ``shape``; the same memory as the last call with ``name``."""
+        size = 1
+        for s in shape:
+            size *= int(s)
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < size or buf.dtype != xp.dtype(dtype):
+            buf = xp.empty(size, dtype=dtype)
+            self._bufs[name] = buf
+        return buf[:size].reshape(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self._bufs.values())
+
+    def clear(self) -> None:
+        self._bufs.clear()
+
+
+def scratch(ws: Optional[Workspace], name: str, shape: tuple[int, ...], dtype: Any) -> Array:
+    """``ws.get(...)``, or a fresh array without a workspace."""
+    return ws.get(name, shape, dtype) if ws is not None else xp.empty(shape, dtype=dtype)

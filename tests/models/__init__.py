@@ -1,0 +1,1 @@
+"""Tests of cnnkit.models: the network-string grammar and the model zoo."""

@@ -1,0 +1,1 @@
+"""Tests of cnnkit.train: the trainer, exact resume, checkpoints."""
