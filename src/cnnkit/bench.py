@@ -450,8 +450,20 @@ def run(args: Any, log: Callable[[str], None] = print) -> dict[str, Any]:
     return results
 
 
+def _threads_arg(value: str) -> int:
+    import argparse
+
+    try:
+        v = int(value)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return v
+
+
 def add_arguments(p: Any) -> None:
-    p.add_argument("--threads", type=int, default=None, help="threads for both frameworks (default: all cores)")
+    p.add_argument("--threads", type=_threads_arg, default=None, help="threads for both frameworks (default: all cores)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement (default 1.0)")
     p.add_argument("--no-torch", action="store_true", help="time cnnkit only")
     p.add_argument("--no-layers", action="store_true", help="skip the per-convolution GFLOP/s rows")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -61,6 +62,16 @@ def _positive_float(value: str) -> float:
     return v
 
 
+def _range_arg(value: str) -> str:
+    """--train-range: its form is checked here (exit 2); its upper end against the dataset when it is loaded."""
+    text = value.strip().lower()
+    m = re.fullmatch(r"(\d+)\s*[-:]\s*(\d+)", text)
+    ok = text == "all" or (text.isdigit() and int(text) >= 1) or (m is not None and 1 <= int(m.group(1)) <= int(m.group(2)))
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected a 1-based inclusive range A-B with 1 <= A <= B, e.g. 10001-20000, got {value!r}")
+    return value
+
+
 def _schedule_arg(value: str) -> str:
     from cnnkit.optim import schedule_from_spec
 
@@ -86,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--download", action="store_true", help="download missing dataset files into the data directory")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N training examples")
-    g.add_argument("--train-range", default=None, help="train on examples A-B (1-based, inclusive), e.g. 10001-20000")
+    g.add_argument("--train-range", type=_range_arg, default=None, help="train on examples A-B (1-based, inclusive), e.g. 10001-20000")
     t.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test examples only (quick runs)")
     t.add_argument("--epochs", type=_positive_int, default=20)
     t.add_argument("--batch-size", type=_positive_int, default=100)
@@ -223,6 +234,11 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"{spec.name:<15} {present}/{len(statuses)} files present  {spec.description}")
         print(f"data directory: {data.resolve_data_dir(args.data_dir)}")
         return 0
+    if args.name:
+        try:
+            data.get_spec(args.name)
+        except ValueError as exc:  # an unknown dataset name is a usage error
+            raise UsageError(str(exc)) from None
     if args.action == "verify":
         names = [args.name] if args.name else [s.name for s, _ in data.list_datasets(args.data_dir)]
         bad = 0
@@ -231,7 +247,11 @@ def cmd_data(args: argparse.Namespace) -> int:
                 print(f"{name:<15} {st.file.name:<32} {st.status}" + (f"  ({st.detail})" if st.detail else ""))
                 # a named dataset must be complete; without a name only corrupt files (not missing ones) fail
                 bad += st.status != "ok" if args.name else st.status not in ("ok", "missing")
-        return 1 if bad else 0
+        if bad:
+            what = "missing or corrupt" if args.name else "corrupt"
+            print(f"cnnkit data: error: {bad} dataset file(s) {what} in {data.resolve_data_dir(args.data_dir)}", file=sys.stderr)
+            return 1
+        return 0
     if not args.name:
         raise UsageError("data download needs a dataset name, e.g. cnnkit data download mnist")
     paths = data.download(args.name, args.data_dir)
@@ -277,7 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
-        msg = " ".join(line.strip() for line in str(exc).strip("'\"").splitlines()) or type(exc).__name__  # one line
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # KeyError: no repr quotes
+        msg = " ".join(line.strip() for line in text.strip().splitlines()) or type(exc).__name__  # one line
         print(f"cnnkit {args.command}: error: {msg}", file=sys.stderr)
         return 1
 

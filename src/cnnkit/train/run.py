@@ -91,7 +91,7 @@ def _read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     else:
         from cnnkit.data.folder import require_pillow
 
-        Image = require_pillow().Image
+        Image = require_pillow()  # the PIL.Image module
         with Image.open(path) as im:
             im = im.convert("L" if shape[2] == 1 else "RGB")
             if im.size != (shape[1], shape[0]):
