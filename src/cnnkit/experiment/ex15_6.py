@@ -81,6 +81,8 @@ def plan(
 
     def add(part: str, label: str, model: str, n: Optional[int] = 10000, rng: Optional[tuple[int, int]] = None,
             seed: int = 0, x: Optional[float] = None) -> None:
+        if rng is not None and rng[0] == 1:  # examples 1-N are the first N: the same job as (f), (g), (i), (j)'s
+            rng, n = None, rng[1]
         if rng is not None:
             first, last = rng
             if max_train:

@@ -47,7 +47,11 @@ def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threa
     cfg = TrainConfig.from_dict(config)
     out = Path(exp_dir) / "runs" / key
     start = time.perf_counter()
-    last = train(cfg, out, data_dir=data_dir, resume=True, progress=False, log=lambda s: None)
+    try:
+        last = train(cfg, out, data_dir=data_dir, resume=True, progress=False, log=lambda s: None)
+    finally:
+        if limiter is not None:  # run in process (workers=1): give the caller its BLAS threads back
+            limiter.restore_original_limits()
     wall = time.perf_counter() - start
     records = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines() if s.strip()]
     result = {
@@ -67,12 +71,31 @@ def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threa
         "pid": os.getpid(),
     }
     atomic_write_text(result_path(exp_dir, key), json.dumps(result, indent=2, sort_keys=True) + "\n")
-    del limiter
     return result
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker once the experiment process is gone (``kill -9``, a crash).
+
+    Otherwise an orphaned worker would finish its run, writing into the experiment directory alongside a
+    rerun that resumes the same run, and then wait for work forever.
+    """
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cnnkit-exit-with-parent", daemon=True).start()
+
+
 class Progress:
-    """One line per run started/finished, with an overall count and ETA."""
+    """One line per run started/finished, with an overall count and ETA.
+
+    The ETA is the mean wall time of the runs finished so far (their own ``wall_seconds``, not the time
+    since they were queued) times the runs left, divided among the workers that those runs can use.
+    """
 
     def __init__(self, total: int, workers: int, log: Callable[[str], None]) -> None:
         self.total, self.workers, self.log = total, workers, log
@@ -83,12 +106,21 @@ class Progress:
     def started(self, key: str) -> None:
         self.log(f"[{self.done}/{self.total}] start  {key}")
 
-    def finished(self, key: str, result: dict, seconds: float) -> None:
-        self.done += 1
-        self.durations.append(seconds)
+    def eta(self) -> float:
+        """Seconds until every run is finished, estimated from the finished runs' wall times."""
         left = self.total - self.done
+        if left <= 0 or not self.durations:
+            return 0.0
         mean = sum(self.durations) / len(self.durations)
-        eta = left * mean / max(self.workers, 1)
+        return left * mean / max(1, min(self.workers, left))
+
+    def finished(self, key: str, result: dict, seconds: float) -> None:
+        """``seconds``: the time since the run was handed out; the run's own ``wall_seconds`` is preferred."""
+        self.done += 1
+        wall = result.get("wall_seconds")
+        seconds = float(wall) if isinstance(wall, (int, float)) else seconds
+        self.durations.append(seconds)
+        eta = self.eta()
         err = result.get("test_error")
         err_s = "n/a" if err is None else f"{100 * err:.2f}%"
         self.log(f"[{self.done}/{self.total}] done   {key}: test error {err_s} in {seconds:.0f}s; "
@@ -113,7 +145,8 @@ def run_local(
             progress.finished(key, results[key], time.perf_counter() - t)
         return results
     ctx = mp.get_context("spawn")  # a clean interpreter per worker: BLAS thread limits apply from the start
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         pending: dict[Future, tuple[str, float]] = {}
         queue = list(todo)
 
