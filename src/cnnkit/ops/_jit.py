@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "usable", "row2im_add", "maxpool_forward", "maxpool_backward", "maxpool_backward_disjoint"]
+__all__ = ["HAVE_NUMBA", "usable", "row2im_add", "maxpool_forward", "maxpool_backward", "maxpool_backward_disjoint", "sgd_momentum_"]
 
 
 def usable(*arrays: object) -> bool:
@@ -111,5 +111,19 @@ if HAVE_NUMBA:
                             for k in range(c):
                                 out[b, h, w, k] = dy[b, oh, ow, k] if tap[b, oh, ow, k] == t else zero
 
+    @njit(parallel=False, cache=True, nogil=True)
+    def sgd_momentum_(p, g, buf, lr, mu, wd, decay):  # noqa: ANN001, ANN201
+        """One SGD step with momentum in a single pass over flat arrays (scalars of p's dtype):
+        d = g + wd*p (when ``decay``); buf = mu*buf + d; p -= lr*buf. The operations and their rounding are
+        those of the NumPy path in cnnkit.optim.sgd, element by element, so both give identical bits."""
+        for k in range(p.shape[0]):
+            d = g[k]
+            if decay:
+                d = p[k] * wd + g[k]
+            b = buf[k] * mu + d
+            buf[k] = b
+            p[k] = p[k] - b * lr
+
 else:  # pragma: no cover
     row2im_add = maxpool_forward = maxpool_backward = maxpool_backward_disjoint = None  # type: ignore[assignment]
+    sgd_momentum_ = None  # type: ignore[assignment]
