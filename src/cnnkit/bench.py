@@ -344,11 +344,11 @@ def scaling(min_time: float, use_torch: bool, log: Callable[[str], None]) -> dic
     curves: dict[str, list[dict]] = {"batch": [], "multiplier": [], "image_size": []}
 
     def measure(kind: str, x: float, spec: str, shape: tuple[int, int, int], batch: int) -> None:
-        rec: dict[str, Any] = {"x": x, "cnnkit": batch / timeit(cnnkit_step(spec, shape, batch, True), min_time, warmup=1)}
+        rec: dict[str, Any] = {"x": x, "batch": batch, "cnnkit": batch / timeit(cnnkit_step(spec, shape, batch, True), min_time, warmup=1)}
         if use_torch:
             rec["torch"] = max(batch / timeit(torch_step(spec, shape, batch, True, cl), min_time, warmup=1) for cl in (False, True))
         curves[kind].append(rec)
-        log(f"{kind} {x}: " + ", ".join(f"{k} {v:,.0f} img/s" for k, v in rec.items() if k != "x"))
+        log(f"{kind} {x}: " + ", ".join(f"{k} {v:,.0f} img/s" for k, v in rec.items() if k in ("cnnkit", "torch")))
 
     for b in (1, 4, 16, 64, 128, 256, 512):
         measure("batch", b, base_spec(), (28, 28, 1), b)
@@ -357,6 +357,19 @@ def scaling(min_time: float, use_torch: bool, log: Callable[[str], None]) -> dic
     for size in (32, 64, 128, 224):
         measure("image_size", size, VGG_STACK, (size, size, 3), 64 if size <= 64 else 16)
     return curves
+
+
+def format_scaling_table(curves: dict[str, list[dict]]) -> str:
+    """The scaling curves as a Markdown table (training images/s; PyTorch = its faster layout)."""
+    what = {"batch": "BASE, batch size", "multiplier": "SK-s (batch 100), s", "image_size": "VGG-style stack, image side"}
+    lines = ["| curve | x | batch | cnnkit img/s | PyTorch img/s | ratio |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for kind, pts in curves.items():
+        for p in pts:
+            t = p.get("torch")
+            ratio = f"{p['cnnkit'] / t:.2f}x" if t else "-"
+            lines.append(f"| {what.get(kind, kind)} | {p['x']:g} | {p.get('batch', '')} | {p['cnnkit']:,.0f} | "
+                         f"{_fmt(t)} | {ratio} |")
+    return "\n".join(lines)
 
 
 def plot_scaling(curves: dict[str, list[dict]], path: str) -> bool:
@@ -440,6 +453,8 @@ def run(args: Any, log: Callable[[str], None] = print) -> dict[str, Any]:
     if args.scaling:
         curves = scaling(min_time / 2, use_torch, log)
         results["scaling"] = curves
+        log("")
+        log(format_scaling_table(curves))
         if args.plot and plot_scaling(curves, args.plot):
             log(f"scaling plot written to {args.plot}")
     if args.json:

@@ -179,3 +179,15 @@ def test_shrunken_plan_caps_subsets_epochs_and_test_set() -> None:
     small = plan(("g",), epochs=1, max_train=1000)[1]["g"]
     assert [e.job for e in small][:2] == ["sk-0.2_n500_seed0_ep1", "sk-0.2_n1000_seed0_ep1"]
     assert len({e.job for e in small}) == 2
+
+
+def test_estimated_cost_orders_the_longest_runs_first() -> None:
+    from cnnkit.experiment import estimated_cost
+
+    jobs, _ = plan()
+    cost = {k: estimated_cost(j.config.to_dict()) for k, j in jobs.items()}
+    order = sorted(cost, key=lambda k: -cost[k])
+    assert order[0] == "sk-2_n10000_seed0_ep20"  # the widest network
+    assert cost["sk-0.2_all_seed0_ep20"] > cost["sk-0.2_n20000_seed0_ep20"] > cost["sk-0.2_n10000_seed0_ep20"]
+    assert cost["sk-0.2_10001-20000_seed0_ep20"] == cost["sk-0.2_n10000_seed0_ep20"]  # same size, same model
+    assert order[-1] == "sk-0.2_n500_seed0_ep20"
