@@ -140,3 +140,15 @@ def test_progress_eta_with_more_workers_than_runs() -> None:
     assert p.eta() == 0.0  # nothing finished: nothing to estimate from
     p.finished("a", {"wall_seconds": 12.0}, 50.0)
     assert p.eta() == pytest.approx(12.0)
+
+
+def test_progress_eta_from_estimated_costs() -> None:
+    """With costs, the ETA is seconds-per-cost so far times the cost left (long runs first stay right)."""
+    costs = {"big": 10.0, "mid": 4.0, "s1": 1.0, "s2": 1.0}
+    p = Progress(total=4, workers=2, log=lambda s: None, costs=costs)
+    p.finished("big", {"wall_seconds": 100.0}, 100.0)  # 10 s per unit of cost
+    assert p.eta() == pytest.approx((4 + 1 + 1) * 10 / 2)
+    p.finished("mid", {"wall_seconds": 40.0}, 40.0)
+    assert p.eta() == pytest.approx((1 + 1) * 10 / 2)
+    p.finished("s1", {"wall_seconds": 10.0}, 10.0)
+    assert p.eta() == pytest.approx(1 * 10 / 1)  # the last run has one worker

@@ -69,15 +69,16 @@ def run_ex15_6(
             results[key] = done
         else:
             todo.append((key, cfg))
-    todo.sort(key=lambda kc: -estimated_cost(kc[1]))  # longest first: the last runs to finish are short ones
+    costs = {key: estimated_cost(cfg) for key, cfg in todo}
+    todo.sort(key=lambda kc: -costs[kc[0]])  # longest first: the last runs to finish are short ones
     log(f"exercise 15.6 parts {','.join(parts)}: {len(jobs)} runs, {len(results)} already finished, {len(todo)} to do "
         f"({executor} executor, {workers if executor == 'local' else 'cluster'} worker(s) x {threads} thread(s))")
     t0 = time.perf_counter()
     if todo:
         if executor == "local":
-            results.update(run_local(todo, str(out), data_dir, workers, threads, log))
+            results.update(run_local(todo, str(out), data_dir, workers, threads, log, costs))
         elif executor == "ray":
-            results.update(run_ray(todo, str(out), data_dir, address, threads, log))
+            results.update(run_ray(todo, str(out), data_dir, address, threads, log, costs))
         else:
             raise ValueError(f"unknown executor {executor!r}; expected 'local' or 'ray'")
     meta: dict[str, Any] = {"parts": ",".join(parts), "runs": len(jobs), "epochs": epochs, "executor": executor,

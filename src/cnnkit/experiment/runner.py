@@ -93,14 +93,19 @@ def _exit_with_parent(parent: int) -> None:
 class Progress:
     """One line per run started/finished, with an overall count and ETA.
 
-    The ETA is the mean wall time of the runs finished so far (their own ``wall_seconds``, not the time
-    since they were queued) times the runs left, divided among the workers that those runs can use.
+    The ETA comes from the runs finished so far (their own ``wall_seconds``, not the time since they were
+    queued), divided among the workers that the runs left can use. Without ``costs`` it is their mean wall
+    time times the runs left; with ``costs`` (an estimated relative cost per run key) it is the seconds per
+    unit of cost seen so far times the cost left, which stays right when the long runs go first.
     """
 
-    def __init__(self, total: int, workers: int, log: Callable[[str], None]) -> None:
+    def __init__(self, total: int, workers: int, log: Callable[[str], None],
+                 costs: Optional[dict[str, float]] = None) -> None:
         self.total, self.workers, self.log = total, workers, log
+        self.costs = costs
         self.done = 0
         self.durations: list[float] = []
+        self.finished_keys: list[str] = []
         self.t0 = time.perf_counter()
 
     def started(self, key: str) -> None:
@@ -111,8 +116,14 @@ class Progress:
         left = self.total - self.done
         if left <= 0 or not self.durations:
             return 0.0
+        share = max(1, min(self.workers, left))
+        if self.costs:
+            done_cost = sum(self.costs.get(k, 0.0) for k in self.finished_keys)
+            if done_cost > 0:
+                left_cost = sum(c for k, c in self.costs.items() if k not in set(self.finished_keys))
+                return left_cost * sum(self.durations) / done_cost / share
         mean = sum(self.durations) / len(self.durations)
-        return left * mean / max(1, min(self.workers, left))
+        return left * mean / share
 
     def finished(self, key: str, result: dict, seconds: float) -> None:
         """``seconds``: the time since the run was handed out; the run's own ``wall_seconds`` is preferred."""
@@ -120,6 +131,7 @@ class Progress:
         wall = result.get("wall_seconds")
         seconds = float(wall) if isinstance(wall, (int, float)) else seconds
         self.durations.append(seconds)
+        self.finished_keys.append(key)
         eta = self.eta()
         err = result.get("test_error")
         err_s = "n/a" if err is None else f"{100 * err:.2f}%"
@@ -129,13 +141,13 @@ class Progress:
 
 def run_local(
     jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: Optional[str], workers: int, threads: int,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, costs: Optional[dict[str, float]] = None,
 ) -> dict[str, dict]:
     """Run jobs in ``workers`` local processes with ``threads`` BLAS threads each (workers=1: in process)."""
     import multiprocessing as mp
 
     todo = list(jobs)
-    progress = Progress(len(todo), workers, log)
+    progress = Progress(len(todo), workers, log, costs)
     results: dict[str, dict] = {}
     if workers <= 1:
         for key, cfg in todo:
@@ -170,7 +182,7 @@ def run_local(
 
 def run_ray(
     jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: Optional[str], address: Optional[str], threads: int,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, costs: Optional[dict[str, float]] = None,
 ) -> dict[str, dict]:
     """Run jobs as Ray tasks on an existing cluster (``address``); Ray is an optional dependency.
 
@@ -187,7 +199,7 @@ def run_ray(
     try:
         remote = ray.remote(num_cpus=threads)(run_job)
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // max(threads, 1))
-        progress = Progress(len(todo), workers, log)
+        progress = Progress(len(todo), workers, log, costs)
         pending: dict[Any, tuple[str, float]] = {}
         for key, cfg in todo:
             progress.started(key)
