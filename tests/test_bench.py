@@ -33,3 +33,8 @@ def test_scaling_plot_is_a_png(tmp_path: Path) -> None:
     out = tmp_path / "scaling.png"
     assert plot_scaling(CURVES, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_memory_ratio_compares_with_the_leaner_torch_layout() -> None:
+    row = Row("peak RSS", "MiB", 7800.0, 2400.0, 2350.0)
+    assert row.torch_best == 2350.0 and row.ratio == pytest.approx(7800 / 2350)

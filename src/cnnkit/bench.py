@@ -178,8 +178,11 @@ class Row:
 
     @property
     def torch_best(self) -> Optional[float]:
+        """PyTorch's better layout: the higher throughput, or the lower memory (unit MiB)."""
         vals = [v for v in (self.torch_nchw, self.torch_cl) if v is not None]
-        return max(vals) if vals else None
+        if not vals:
+            return None
+        return min(vals) if self.unit == "MiB" else max(vals)
 
     @property
     def ratio(self) -> Optional[float]:

@@ -27,7 +27,7 @@ JOBS, TABLE = plan(PARTS, EPOCHS, MAX_TRAIN, TEST_LIMIT)  # 5 runs: base, bn, sk
 N = len(JOBS)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # what differs between two runs of the same job: timings and the process that ran it
-VOLATILE_RESULT = {"wall_seconds", "train_seconds", "pid"}
+VOLATILE_RESULT = {"wall_seconds", "train_seconds", "pid", "resumed_after_epoch"}
 VOLATILE_META = {"wall time of this invocation", "sum of run wall times", "executor", "workers x threads"}
 
 START = re.compile(r"^\[(\d+)/(\d+)\] start  (\S+)$", re.M)

@@ -152,3 +152,10 @@ def test_progress_eta_from_estimated_costs() -> None:
     assert p.eta() == pytest.approx((1 + 1) * 10 / 2)
     p.finished("s1", {"wall_seconds": 10.0}, 10.0)
     assert p.eta() == pytest.approx(1 * 10 / 1)  # the last run has one worker
+
+
+def test_a_resumed_run_says_so_in_its_wall_time() -> None:
+    from cnnkit.experiment.report import _wall
+
+    assert _wall({"wall_seconds": 31.6}) == "32 s"
+    assert _wall({"wall_seconds": 31.6, "resumed_after_epoch": 5}) == "32 s (resumed after epoch 5)"

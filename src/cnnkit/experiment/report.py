@@ -37,12 +37,20 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _wall(r: dict) -> str:
+    """The run's wall time; a run resumed from a checkpoint says so (its time counts the resumed part only)."""
+    text = f"{r.get('wall_seconds', float('nan')):.0f} s"
+    if r.get("resumed_after_epoch"):
+        text += f" (resumed after epoch {r['resumed_after_epoch']})"
+    return text
+
+
 def part_table(entries: list[Entry], results: dict[str, dict]) -> str:
     lines = ["| configuration | test error | training error | epochs | wall time |", "| --- | --- | --- | --- | --- |"]
     for e in entries:
         r = results.get(e.job, {})
         lines.append(f"| {e.label} | {_pct(r.get('test_error'))} | {_pct(r.get('train_error'))} | "
-                     f"{r.get('epochs', 'n/a')} | {r.get('wall_seconds', float('nan')):.0f} s |")
+                     f"{r.get('epochs', 'n/a')} | {_wall(r)} |")
     return "\n".join(lines)
 
 

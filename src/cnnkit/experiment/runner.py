@@ -34,6 +34,18 @@ def load_result(exp_dir: str | Path, key: str, config: dict) -> Optional[dict]:
     return result if result.get("config") == config else None
 
 
+def _checkpoint_epoch(path: Path) -> int:
+    """The epoch an existing checkpoint was written after (0 when there is none or it is unreadable)."""
+    if not path.exists():
+        return 0
+    from cnnkit.serialize import load_arrays
+
+    try:
+        return int(load_arrays(path)[1].get("epoch", 0))
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threads: Optional[int] = None) -> dict:
     """Train one job (resuming its checkpoint if any) and record its result. Runs in a worker."""
     from cnnkit.train.run import train
@@ -46,6 +58,7 @@ def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threa
         limiter = threadpool_limits(limits=threads)
     cfg = TrainConfig.from_dict(config)
     out = Path(exp_dir) / "runs" / key
+    resumed_after = _checkpoint_epoch(out / "checkpoint.npz")
     start = time.perf_counter()
     try:
         last = train(cfg, out, data_dir=data_dir, resume=True, progress=False, log=lambda s: None)
@@ -70,6 +83,8 @@ def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threa
         "threads": threads,
         "pid": os.getpid(),
     }
+    if resumed_after:
+        result["resumed_after_epoch"] = resumed_after
     atomic_write_text(result_path(exp_dir, key), json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
