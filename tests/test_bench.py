@@ -19,7 +19,7 @@ def test_scaling_table_has_a_row_per_point_and_ratios() -> None:
     lines = format_scaling_table(CURVES).splitlines()
     assert len(lines) == 2 + 4
     assert lines[2].endswith("| 100 | 200 | 0.50x |") and lines[3].endswith("| 400 | 300 | 1.33x |")
-    assert lines[4].endswith("| 5 | - | - |")  # no PyTorch column: no ratio
+    assert lines[4].endswith("| 5.00 | - | - |")  # no PyTorch column: no ratio
 
 
 def test_table_ratio_uses_the_faster_torch_layout() -> None:

@@ -370,7 +370,7 @@ def format_scaling_table(curves: dict[str, list[dict]]) -> str:
         for p in pts:
             t = p.get("torch")
             ratio = f"{p['cnnkit'] / t:.2f}x" if t else "-"
-            lines.append(f"| {what.get(kind, kind)} | {p['x']:g} | {p.get('batch', '')} | {p['cnnkit']:,.0f} | "
+            lines.append(f"| {what.get(kind, kind)} | {p['x']:g} | {p.get('batch', '')} | {_fmt(p['cnnkit'])} | "
                          f"{_fmt(t)} | {ratio} |")
     return "\n".join(lines)
 
