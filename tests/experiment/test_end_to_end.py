@@ -81,7 +81,7 @@ def check_report(out: Path, stdout: str, todo: set[str], executor: str) -> dict:
         for e, row in zip(entries, rows[2:]):
             r = results[e.job]
             assert row == (f"| {e.label} | {100 * r['test_error']:.2f}% | {100 * r['train_error']:.2f}% | {EPOCHS} | "
-                           f"{r['wall_seconds']:.0f} s |")
+                           f"{r['wall_seconds']:.0f} s{_resumed(r)} |")
     assert sum(s.startswith(tuple(TITLES.values())) for s in sections) == len(TABLE)
 
     # the plots of these parts: learning curves (b, c) and error against training-set size (g)
@@ -152,6 +152,11 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")  # an unreaped zombie has exited
+
+
+def _resumed(r: dict) -> str:
+    """A run interrupted after a checkpoint and finished by the rerun says so in its wall-time cell."""
+    return f" (resumed after epoch {r['resumed_after_epoch']})" if r.get("resumed_after_epoch") else ""
 
 
 def _finished(out: Path) -> dict[str, tuple[int, bytes]]:

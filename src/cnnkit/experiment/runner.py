@@ -95,7 +95,12 @@ def _exit_with_parent(parent: int) -> None:
     Otherwise an orphaned worker would finish its run, writing into the experiment directory alongside a
     rerun that resumes the same run, and then wait for work forever.
     """
+    import signal
     import threading
+
+    # Ctrl-C reaches the whole process group: the experiment process handles it (and ends its workers), so
+    # a worker must not die of it half-way with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -172,8 +177,9 @@ def run_local(
             progress.finished(key, results[key], time.perf_counter() - t)
         return results
     ctx = mp.get_context("spawn")  # a clean interpreter per worker: BLAS thread limits apply from the start
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+    try:
         pending: dict[Future, tuple[str, float]] = {}
         queue = list(todo)
 
@@ -192,6 +198,12 @@ def run_local(
                 progress.finished(key, results[key], time.perf_counter() - t)
                 if queue:
                     submit()
+    except BaseException:  # Ctrl-C or a failed run: stop the other runs now instead of waiting for them
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return results
 
 
