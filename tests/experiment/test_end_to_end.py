@@ -154,6 +154,10 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # an unreaped zombie has exited
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _resumed(r: dict) -> str:
     """A run interrupted after a checkpoint and finished by the rerun says so in its wall-time cell."""
     return f" (resumed after epoch {r['resumed_after_epoch']})" if r.get("resumed_after_epoch") else ""
@@ -178,8 +182,10 @@ def test_resume_after_interrupt(reference: dict, tmp_path: Path, how: str) -> No
     their records untouched and reports the uninterrupted run's numbers."""
     out, data_dir = tmp_path / "exp", reference["data_dir"]
     with open(tmp_path / "killed.log", "wb") as log:
+        # SIG_DFL for SIGINT in the child: a test run started in the background (`cmd &` without job control)
+        # inherits SIGINT ignored, and then no Python process below it would ever see the Ctrl-C
         victim = subprocess.Popen(cli(out, data_dir, "--workers", "2"), env=env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 240
         workers: list[int] = []
