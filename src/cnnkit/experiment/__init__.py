@@ -20,16 +20,13 @@ def estimated_cost(cfg: dict) -> float:
     Used to start the longest runs first (longest-processing-time order), so that the programme does not
     end with one worker busy on a 60,000-example run while the other idles. Only the order depends on it.
     """
+    from cnnkit.data import parse_subset
     from cnnkit.models import resolve
     from cnnkit.summary import summarize
 
     model = resolve(cfg["model"])
     flops = summarize(model.spec, model.input_shape).total_flops
-    if cfg.get("train_range"):
-        first, _, last = str(cfg["train_range"]).replace(":", "-").partition("-")
-        n = int(last) - int(first) + 1 if last else int(first)
-    else:
-        n = cfg.get("train_limit") or 60000
+    n = len(parse_subset(cfg.get("train_range") or cfg.get("train_limit"), 60000))  # MNIST's training set
     test = cfg.get("test_limit") or 10000
     per_image = flops + 2e6  # ~2 MFLOP-equivalents of per-image overhead (im2row, pooling, data handling)
     return cfg["epochs"] * (3 * n + test) * per_image  # training ~3x a forward

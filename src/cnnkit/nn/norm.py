@@ -93,7 +93,7 @@ class BatchNorm2d(Layer):
         *,
         dtype: Any = None,
     ) -> None:
-        super().__init__()
+        Layer.__init__(self)  # not super(): this __init__ is shared with BatchNorm1d
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
         self.track_running_stats = track_running_stats
         self.num_batches_tracked = 0
@@ -117,40 +117,17 @@ class BatchNorm2d(Layer):
 
 
 class BatchNorm1d(Layer):
-    """Batch normalisation of (N, C) features (or (N, L, C) sequences) per channel; as :class:`BatchNorm2d`."""
+    """Batch normalisation of (N, C) features (or (N, L, C) sequences) per channel; as :class:`BatchNorm2d`.
 
-    no_decay = frozenset({"weight", "bias"})
+    Only the accepted ranks differ; the methods are BatchNorm2d's own functions (shared, not inherited).
+    """
+
+    no_decay = BatchNorm2d.no_decay
     _ranks = (2, 3)
     _layout = "(N, C) or (N, L, C)"
 
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: Optional[float] = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        *,
-        dtype: Any = None,
-    ) -> None:
-        super().__init__()
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
-        self.track_running_stats = track_running_stats
-        self.num_batches_tracked = 0
-        _bn_setup(self, self.num_features, affine, track_running_stats, dtype)
-
-    def forward(self, x: Array, train: bool = False) -> Array:
-        return _bn_forward(self, x, train)
-
-    def backward(self, dy: Array) -> Array:
-        return _bn_backward(self, dy)
-
-    def reset_running_stats(self) -> None:
-        """Running mean back to 0, running variance to 1, batch count to 0."""
-        if self.track_running_stats:
-            self.buffers["running_mean"][...] = 0
-            self.buffers["running_var"][...] = 1
-        self.num_batches_tracked = 0
-
-    def extra_repr(self) -> str:
-        return _bn_repr(self)
+    __init__ = BatchNorm2d.__init__
+    forward = BatchNorm2d.forward
+    backward = BatchNorm2d.backward
+    reset_running_stats = BatchNorm2d.reset_running_stats
+    extra_repr = BatchNorm2d.extra_repr
