@@ -87,41 +87,19 @@ def cnnkit_step(spec: str, input_shape: tuple[int, int, int], batch: int, train:
 
 # -- PyTorch side -------------------------------------------------------------------------------
 
-def torch_model(spec: str, input_shape: tuple[int, int, int]):  # noqa: ANN201
-    """The same network string as a torch.nn.Sequential (NCHW)."""
+def torch_model(spec: str, input_shape: tuple[int, int, int]) -> Any:
+    """The same network string as a torch.nn.Sequential (NCHW), from the token table's PyTorch entries."""
     import torch.nn as tnn
 
     from cnnkit.models import infer_shapes, parse
+    from cnnkit.models.tokens import entry
 
     tokens = parse(spec)
     shapes = infer_shapes(tokens, input_shape)
     layers: list[Any] = []
     prev: tuple[int, ...] = tuple(input_shape)
     for t, shape in zip(tokens, shapes):
-        a = t.args
-        if t.kind == "conv":
-            pad = a["padding"] if a["padding"] != "same" else "same"
-            layers.append(tnn.Conv2d(a["in"], a["out"], a["kernel"], a["stride"], pad, a["dilation"], bias=a["bias"]))
-        elif t.kind == "maxpool":
-            layers.append(tnn.MaxPool2d(a["kernel"], a["stride"], a["padding"]))
-        elif t.kind == "avgpool":
-            layers.append(tnn.AvgPool2d(a["kernel"], a["stride"], a["padding"]))
-        elif t.kind == "relu":
-            layers.append(tnn.ReLU())
-        elif t.kind == "sigmoid":
-            layers.append(tnn.Sigmoid())
-        elif t.kind == "tanh":
-            layers.append(tnn.Tanh())
-        elif t.kind == "bn":
-            layers.append(tnn.BatchNorm2d(prev[-1]))
-        elif t.kind == "dropout":
-            layers.append(tnn.Dropout(a["p"]))
-        elif t.kind == "flatten":
-            layers.append(tnn.Flatten())
-        else:
-            if len(prev) != 1:
-                layers.append(tnn.Flatten())
-            layers.append(tnn.Linear(int(np.prod(prev)), a["out"]))
+        layers += entry(t.kind).torch(t.args, prev)
         prev = shape
     layers.append(tnn.Flatten())
     return tnn.Sequential(*layers)

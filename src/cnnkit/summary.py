@@ -16,13 +16,12 @@ Computed analytically from the network's tokens (nothing is allocated), so ``sum
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
 from cnnkit.models.spec import Token, infer_shapes, parse
-from cnnkit.ops.geometry import window
-
-_ELEMENTWISE = {"relu", "sigmoid", "tanh", "bn", "dropout"}
+from cnnkit.models.tokens import BY_KIND, entry
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Summary:
     def total_activations(self) -> int:
         """Seed-002-style count: the input plus every non-elementwise layer's output, per image."""
         h, w, c = self.input_shape
-        return h * w * c + sum(r.activations for r in self.rows if r.kind not in _ELEMENTWISE)
+        return h * w * c + sum(r.activations for r in self.rows if not BY_KIND[r.kind].elementwise)
 
     @property
     def all_activations(self) -> int:
@@ -99,62 +98,45 @@ class Summary:
 
 
 def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Summary:
-    """Summarise a network string for one input of shape (H, W, C)."""
+    """Summarise a network string for one input of shape (H, W, C).
+
+    Examples
+    --------
+    >>> s = summarize("conv5x5x1x20,pool2,conv5x5x20x50,pool2,conv4x4x50x500,relu,conv1x1x500x10", (28, 28, 1))
+    >>> s.total_params, s.rows[-1].out_shape, s.rows[4].rf
+    (431080, (1, 1, 10), 28)
+    """
     tokens = parse(spec) if isinstance(spec, str) else spec
     shapes = infer_shapes(tokens, input_shape)
-    ins = [tuple(input_shape)] + shapes[:-1]
+    ins = [tuple(input_shape), *shapes[:-1]]
     # forward receptive field: rf grows by (k_eff - 1) * jump; jump multiplies by the stride
     rf: Optional[int] = 1
     jump = 1
     rows: list[LayerRow] = []
+    costs = []
     for i, (t, sin, sout) in enumerate(zip(tokens, ins, shapes)):
-        params = flops = workspace = 0
+        cost = entry(t.kind).cost(t.args, sin, sout)
+        costs.append(cost)
         tiles = True
-        n_out = 1
-        for v in sout:
-            n_out *= v
-        if t.kind in ("conv", "maxpool", "avgpool"):
-            k = t.args["kernel"] if t.kind == "conv" else (t.args["kernel"],) * 2
-            d = t.args.get("dilation", 1)
-            win = window(sin[:2], k, t.args["stride"], t.args["padding"], d)
-            k_eff = win.effective_kernel
-            ph = win.padded_hw
-            tiles = all((p - ke) % s == 0 for p, ke, s in zip(ph, k_eff, win.stride))
-            if t.kind == "conv":
-                taps = k[0] * k[1] * t.args["in"]
-                params = taps * t.args["out"] + (t.args["out"] if t.args["bias"] else 0)
-                flops = 2 * win.out[0] * win.out[1] * taps * t.args["out"]
-                workspace = win.out[0] * win.out[1] * taps
-            else:
-                flops = n_out * k[0] * k[1]
+        if cost.window is not None:
+            win = cost.window
+            tiles = all((p - ke) % s == 0 for p, ke, s in zip(win.padded_hw, win.effective_kernel, win.stride))
             if rf is not None:
-                rf = rf + (k_eff[0] - 1) * jump
+                rf = rf + (win.effective_kernel[0] - 1) * jump
                 jump *= win.stride[0]
-        elif t.kind == "fc":
-            n_in = 1
-            for v in sin:
-                n_in *= v
-            params = n_in * t.args["out"] + t.args["out"]
-            flops = 2 * n_in * t.args["out"]
+        if cost.flattens:
             rf = None
-        elif t.kind == "bn":
-            params = 2 * sout[-1]
-            flops = 2 * n_out
-        elif t.kind == "flatten":
-            rf = None
-        else:
-            flops = n_out
-        rows.append(LayerRow(i + 1, t.text, t.kind, sout, params, flops, n_out, workspace, rf, None, tiles))
+        rows.append(LayerRow(i + 1, t.text, t.kind, sout, cost.params, cost.flops, math.prod(sout), cost.workspace,
+                             rf, None, tiles))
     # Table 15.2's column: walk back from the first fully connected layer's input
-    stop = next((i for i, t in enumerate(tokens) if t.kind in ("fc", "flatten")), len(tokens))
+    stop = next((i for i, c in enumerate(costs) if c.flattens), len(tokens))
     extent = 1
     for i in range(stop - 1, -1, -1):
-        t = tokens[i]
-        if t.kind in ("conv", "maxpool", "avgpool"):
-            k = t.args["kernel"] if t.kind == "conv" else (t.args["kernel"],) * 2
-            d = t.args.get("dilation", 1)
-            extent = (extent - 1) * t.args["stride"] + d * (k[0] - 1) + 1
+        win = costs[i].window
+        if win is not None:
+            extent = (extent - 1) * win.stride[0] + win.effective_kernel[0]
         rows[i].rf_seed = extent
     if stop < len(rows):
         rows[stop].rf_seed = 1
-    return Summary(tuple(input_shape), rows)  # type: ignore[arg-type]
+    h, w, c = input_shape
+    return Summary((h, w, c), rows)
