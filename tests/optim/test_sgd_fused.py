@@ -7,10 +7,10 @@ import pytest
 
 from cnnkit.models import create
 from cnnkit.nn import SoftmaxCrossEntropy
-from cnnkit.ops import _jit
+from cnnkit import jit
 from cnnkit.optim import SGD
 
-pytestmark = pytest.mark.skipif(not _jit.HAVE_NUMBA, reason="numba not installed (extra 'fast')")
+pytestmark = pytest.mark.skipif(not jit.HAVE_NUMBA, reason="numba not installed (extra 'fast')")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -22,12 +22,11 @@ from cnnkit.ops.workspace import Workspace, scratch
 
 
 DEFAULT_WORKSPACE_LIMIT = 512 * 2**20
-# Evaluation forwards (no backward to feed) build phi(x) in chunks of about this many bytes, so that each
-# chunk is still in cache when the GEMM reads it. Measured (2-core machine, 64x32x32x64 input, 3x3x64x64
-# conv): the forward takes 55 ms with phi(x) built whole (151 MB) and 37-39 ms in 8-16 MiB chunks; the
-# VGG-style stack's four large convolutions 128 ms -> 101 ms. Training keeps phi(x) whole for dW.
-EVAL_CHUNK_BYTES = 16 * 2**20
 """Default cap (bytes) on one convolution's im2row workspace phi(x); above it the batch is processed in chunks."""
+
+# Evaluation forwards chunk phi(x) at this size so each chunk is still in cache when the GEMM reads it
+# (faster than whole; docs/perf-notes.md); training keeps phi(x) whole for dW.
+EVAL_CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass

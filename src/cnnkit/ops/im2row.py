@@ -17,9 +17,9 @@ kh*kw kernel offsets, each a vectorised strided add.
 
 from __future__ import annotations
 
+from cnnkit import jit
 from cnnkit.backend import Array, as_strided, xp
 from cnnkit.errors import ShapeError
-from cnnkit.ops import _jit
 from cnnkit.ops.geometry import IntPair, Padding, Window, check_rank, window
 
 
@@ -82,8 +82,8 @@ def row2im(rows: Array, x_shape: tuple[int, int, int, int], win: Window, use_jit
     hp, wp = win.padded_hw
     out = xp.zeros((n, hp, wp, c), dtype=rows.dtype)
     (sh, sw), (dh, dw) = win.stride, win.dilation
-    if use_jit and _jit.usable(out):
-        _jit.row2im_add(xp.ascontiguousarray(cols), out, sh, sw, dh, dw)
+    if use_jit and jit.usable(out):
+        jit.row2im_add(xp.ascontiguousarray(cols), out, sh, sw, dh, dw)
     else:
         _row2im_numpy(cols, out, win)
     t, b, l, r = win.pads

@@ -15,13 +15,9 @@ windows overlap an input pixel collects the gradients of every window it is the 
 "element 9" example after eq. 15.59). Ties go to the first maximum in row-major window order, as in
 PyTorch. Implementation: the forward takes a running ``maximum`` over the kh*kw window taps (strided
 views, no copy of the windows), and the switches are recovered from ``x == y`` tap by tap, first
-match wins. Measured (roughly; a shared 2-core machine) on a 100x24x24x20 float32 input, forward +
-backward for 2x2/2 and 3x3/2: an argmax kept in the forward, then a per-tap strided add, about
-5.7 / 9.2 ms (a ``bincount`` scatter instead about 7.5-11 / 9.2 ms, a one-hot (N, H_out, W_out,
-kh, kw, C) array through row2im about 9 / 13 ms); the running max with first-match masks about
-2.7 / 6.2 ms, and its forward alone, what inference pays, 0.8 / 1.2 ms instead of 4.1 / 6.3 ms.
-When the windows are disjoint the backward writes each tap straight into dx (no accumulation, and
-no zero fill when they tile the padded input exactly).
+match wins: the fastest of the variants tried, and inference pays only the running max (timings in
+docs/perf-notes.md). When the windows are disjoint the backward writes each tap straight into dx (no
+accumulation, and no zero fill when they tile the padded input exactly).
 
 Average pooling is eq. 15.52 with PyTorch's divisor rules; L_p pooling is seed 002's "L2-norm
 pooling" generalised to any p >= 1. Unpooling puts each value back at its switch in a zero map
@@ -35,10 +31,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional, Sequence, Union
 
+from cnnkit import jit
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
 from cnnkit.ops.geometry import IntPair, Window, check_rank, pair, positive_pair, window
-from cnnkit.ops import _jit
 from cnnkit.ops.im2row import pad_nhwc, windows_view
 
 __all__ = [
@@ -217,9 +213,9 @@ def max_pool2d_forward(
     x = _as_float(x)
     win, _ = _pool_window(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     x_pad = pad_nhwc(x, win.pads, -math.inf)
-    if use_jit and _jit.usable(x_pad):
+    if use_jit and jit.usable(x_pad):
         (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.stride, win.dilation
-        y, tap = _jit.maxpool_forward(xp.ascontiguousarray(x_pad), kh, kw, sh, sw, dh, dw, win.out[0], win.out[1])
+        y, tap = jit.maxpool_forward(xp.ascontiguousarray(x_pad), kh, kw, sh, sw, dh, dw, win.out[0], win.out[1])
         return y, MaxPoolCache(x_pad, y, tuple(x.shape), win, tap=tap)  # type: ignore[arg-type]
     view = windows_view(x_pad, win)  # (N, Ho, Wo, kh, kw, C), no copy
     taps = _taps(win)
@@ -266,16 +262,16 @@ def max_pool2d_backward(dy: Array, cache: MaxPoolCache, accumulate: bool = False
     dy = dy.astype(cache.y.dtype, copy=False)
     win = cache.win
     padded_shape = cache.x_pad.shape
-    if cache.tap is not None and not accumulate and _jit.usable(dy):
+    if cache.tap is not None and not accumulate and jit.usable(dy):
         (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.stride, win.dilation
         dy = xp.ascontiguousarray(dy)
         if _disjoint(win):
             covers = _covers(win, (padded_shape[1], padded_shape[2]))
             dx_pad = xp.empty(padded_shape, dtype=dy.dtype) if covers else xp.zeros(padded_shape, dtype=dy.dtype)
-            _jit.maxpool_backward_disjoint(dy, cache.tap, dx_pad, kh, kw, sh, sw, dh, dw)
+            jit.maxpool_backward_disjoint(dy, cache.tap, dx_pad, kh, kw, sh, sw, dh, dw)
         else:
             dx_pad = xp.zeros(padded_shape, dtype=dy.dtype)
-            _jit.maxpool_backward(dy, cache.tap, dx_pad, kw, sh, sw, dh, dw)
+            jit.maxpool_backward(dy, cache.tap, dx_pad, kw, sh, sw, dh, dw)
         return _crop(dx_pad, win, cache.x_shape)
     accumulate = accumulate or not _disjoint(win)
     if accumulate:
