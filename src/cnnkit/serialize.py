@@ -18,6 +18,7 @@ from typing import Any, Union
 import numpy as np
 
 from cnnkit.backend import Array
+from cnnkit.protocols import Model
 
 META_KEY = "__meta__"
 PathLike = Union[str, os.PathLike]
@@ -93,14 +94,50 @@ def load_arrays(path: PathLike) -> tuple[dict[str, Array], dict[str, Any]]:
     return arrays, meta
 
 
-def state_arrays(model: Any) -> dict[str, Array]:
+def flatten_state(prefix: str, tree: Any, arrays: dict[str, Array]) -> Any:
+    """Move every array of a nested dict/list into ``arrays`` under ``prefix/key/...``; return the rest.
+
+    What is returned is JSON-able (arrays replaced by ``{"__array__": name}``), so a nested state such as
+    an optimiser's can be stored as metadata plus named arrays. :func:`unflatten_state` inverts it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> arrays = {}
+    >>> flatten_state("opt", {"lr": 0.1, "m": np.zeros(2)}, arrays), list(arrays)
+    ({'lr': 0.1, 'm': {'__array__': 'opt/m'}}, ['opt/m'])
+    """
+    if isinstance(tree, dict):
+        return {k: flatten_state(f"{prefix}/{k}", v, arrays) for k, v in tree.items()}
+    if isinstance(tree, np.ndarray):
+        arrays[prefix] = tree
+        return {"__array__": prefix}
+    if isinstance(tree, (np.floating, np.integer)):
+        return tree.item()
+    if isinstance(tree, (list, tuple)):
+        return [flatten_state(f"{prefix}/{i}", v, arrays) for i, v in enumerate(tree)]
+    return tree
+
+
+def unflatten_state(tree: Any, arrays: dict[str, Array]) -> Any:
+    """Inverse of :func:`flatten_state` (arrays are copied out of ``arrays``)."""
+    if isinstance(tree, dict):
+        if set(tree) == {"__array__"}:
+            return arrays[tree["__array__"]].copy()
+        return {k: unflatten_state(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [unflatten_state(v, arrays) for v in tree]
+    return tree
+
+
+def state_arrays(model: Model) -> dict[str, Array]:
     """A model's parameters and buffers as ``{"param/<name>": ..., "buffer/<name>": ...}``."""
     out = {f"param/{k}": v for k, v in model.params.items()}
     out.update({f"buffer/{k}": v for k, v in model.buffers.items()})
     return out
 
 
-def load_state_arrays(model: Any, arrays: dict[str, Array], strict: bool = True) -> None:
+def load_state_arrays(model: Model, arrays: dict[str, Array], strict: bool = True) -> None:
     """Copy ``param/``/``buffer/`` arrays into a model in place; shapes must match."""
     targets = {f"param/{k}": v for k, v in model.params.items()}
     targets.update({f"buffer/{k}": v for k, v in model.buffers.items()})

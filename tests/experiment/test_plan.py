@@ -10,7 +10,7 @@ import pytest
 from cnnkit.data import parse_subset
 from cnnkit.experiment.ex15_6 import MULTIPLIERS, PARTS, SEEDS, SIZES, TITLES, job_key, plan
 from cnnkit.models import resolve
-from cnnkit.train.trainer import TrainConfig
+from cnnkit.train import TrainConfig
 
 SHAPE = (28, 28, 1)
 DEFAULTS = TrainConfig()  # MatConvNet 1.0-beta20's MNIST settings

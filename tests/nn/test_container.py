@@ -74,3 +74,62 @@ def test_astype_and_zero_grad(rng: np.random.Generator) -> None:
     net.zero_grad()
     assert all(not g.any() for g in net.grads.values())
     assert "Sequential(" in repr(net) and "Conv2d(1, 2" in repr(net)
+
+
+# -- weight sharing: one layer object at several places ------------------------------------------------
+
+def _shared_networks(rng: np.random.Generator) -> list[Sequential]:
+    from cnnkit.nn import Flatten, Linear, ReLU, Tanh
+
+    conv = _conv(2, 2, 3, rng, padding=1)
+    lin = Linear(4, 4, rng=rng, dtype=np.float64)
+    block = Sequential(_conv(2, 2, 1, rng), Tanh())
+    return [
+        Sequential(conv, ReLU(), conv),  # the same convolution twice in a chain
+        Sequential(Residual(conv, shortcut=conv)),  # both paths of a residual block
+        Sequential(Concat(conv, Sequential(conv, Tanh())), _conv(4, 2, 1, rng)),  # two branches
+        Sequential(block, block, Residual(block)),  # a whole block three times
+        Sequential(_conv(2, 1, 2, rng), Flatten(), lin, Tanh(), lin),  # tied fully connected layers
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_shared_layers_get_the_summed_gradient(rng: np.random.Generator, case: int) -> None:
+    net = _shared_networks(rng)[case]
+    x = rng.standard_normal((2, 3, 3, 2))
+    errors = check_layer(net, x, train=True)
+    assert max(errors.values()) < 1e-7, errors
+
+
+def test_shared_parameters_are_listed_once(rng: np.random.Generator) -> None:
+    conv = _conv(2, 2, 3, rng, padding=1)
+    net = Sequential(conv, Residual(conv))
+    assert list(net.params) == ["0.weight", "0.bias"]
+    assert set(net.grads) == set(net.params)
+    assert conv.shared
+    assert [type(m).__name__ for m in net.modules()] == ["Sequential", "Conv2d", "Residual"]
+
+
+def test_shared_layer_gradient_equals_two_tied_copies(rng: np.random.Generator) -> None:
+    """A layer used twice gets what two separate layers holding the same weights get, summed."""
+    from cnnkit.nn import ReLU
+
+    conv = _conv(2, 2, 3, rng, padding=1)
+    shared = Sequential(conv, ReLU(), conv)
+    a, b = _conv(2, 2, 3, rng, padding=1), _conv(2, 2, 3, rng, padding=1)
+    for layer in (a, b):
+        for k in conv.params:
+            layer.params[k][...] = conv.params[k]
+    separate = Sequential(a, ReLU(), b)
+    x = rng.standard_normal((2, 4, 4, 2))
+    y1, y2 = shared.forward(x, train=True), separate.forward(x, train=True)
+    np.testing.assert_array_equal(y1, y2)
+    dy = rng.standard_normal(y1.shape)
+    np.testing.assert_allclose(shared.backward(dy), separate.backward(dy), rtol=1e-12)
+    for k in conv.params:
+        np.testing.assert_allclose(conv.grads[k], a.grads[k] + b.grads[k], rtol=1e-12)
+    # a second backward pass overwrites (it does not add to the first pass's gradients)
+    shared.forward(x, train=True)
+    shared.backward(dy)
+    for k in conv.params:
+        np.testing.assert_allclose(conv.grads[k], a.grads[k] + b.grads[k], rtol=1e-12)

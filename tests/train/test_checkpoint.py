@@ -10,16 +10,10 @@ import pytest
 from cnnkit.data import Preprocessor
 from cnnkit.models import create
 from cnnkit.nn import SoftmaxCrossEntropy
-from cnnkit.serialize import load_arrays
-from cnnkit.train.checkpoint import (
-    flatten_state,
-    load_checkpoint,
-    load_model,
-    save_checkpoint,
-    save_model,
-    unflatten_state,
-)
-from cnnkit.train.trainer import TrainConfig, make_optimizer
+from cnnkit.models.file import load_model, save_model
+from cnnkit.serialize import flatten_state, load_arrays, unflatten_state
+from cnnkit.train import TrainConfig
+from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 
 SPEC = "conv3x3x1x4nobias,bn,relu,pool2,conv3x3x4x6,pool2,fc10,dropout0.3"
 SHAPE = (10, 10, 1)
@@ -55,7 +49,7 @@ def _assert_same_state(a, b) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_model_file_round_trip(tmp_path: Path, dtype: type) -> None:
     model = _model(dtype=dtype)
-    _steps(model, make_optimizer(TrainConfig(lr=0.1), model))
+    _steps(model, TrainConfig(lr=0.1).make_optimizer(model))
     images = np.random.default_rng(1).integers(0, 256, (20, *SHAPE), dtype=np.uint8)
     pre = Preprocessor("mean_image").fit(images)
     classes = [f"c{i}" for i in range(10)]
@@ -74,11 +68,11 @@ def test_model_file_round_trip(tmp_path: Path, dtype: type) -> None:
 def test_checkpoint_restores_model_and_optimizer_exactly(tmp_path: Path) -> None:
     cfg = TrainConfig(lr=0.05, momentum=0.9, weight_decay=5e-4)
     model = _model(0)
-    opt = make_optimizer(cfg, model)
+    opt = cfg.make_optimizer(model)
     _steps(model, opt, 3)
     save_checkpoint(tmp_path / "ck.npz", model, opt, epoch=4, extra={"config": cfg.to_dict()})
     restored = _model(1)  # another initialisation, overwritten by the checkpoint
-    opt2 = make_optimizer(cfg, restored)
+    opt2 = cfg.make_optimizer(restored)
     meta = load_checkpoint(tmp_path / "ck.npz", restored, opt2)
     assert meta["epoch"] == 4 and meta["config"] == cfg.to_dict()
     _assert_same_state(model, restored)
@@ -100,11 +94,11 @@ def test_checkpoint_restores_model_and_optimizer_exactly(tmp_path: Path) -> None
 def test_checkpoint_round_trip_adam(tmp_path: Path) -> None:
     cfg = TrainConfig(optimizer="adam", lr=1e-3)
     model = _model()
-    opt = make_optimizer(cfg, model)
+    opt = cfg.make_optimizer(model)
     _steps(model, opt, 2)
     save_checkpoint(tmp_path / "ck.npz", model, opt, epoch=1)
     restored = _model(3)
-    opt2 = make_optimizer(cfg, restored)
+    opt2 = cfg.make_optimizer(restored)
     load_checkpoint(tmp_path / "ck.npz", restored, opt2)
     _assert_same_state(model, restored)
     assert opt2.state_dict()["step"] == 2
@@ -112,22 +106,22 @@ def test_checkpoint_round_trip_adam(tmp_path: Path) -> None:
 
 def test_wrong_kind_of_file_is_refused(tmp_path: Path) -> None:
     model = _model()
-    opt = make_optimizer(TrainConfig(), model)
+    opt = TrainConfig().make_optimizer(model)
     save_checkpoint(tmp_path / "ck.npz", model, opt, epoch=1)
     save_model(tmp_path / "model.npz", model, SPEC, SHAPE, [str(i) for i in range(10)])
     with pytest.raises(ValueError, match="not a cnnkit model file"):
         load_model(tmp_path / "ck.npz")
     with pytest.raises(ValueError, match="not a cnnkit checkpoint"):
-        load_checkpoint(tmp_path / "model.npz", _model(), make_optimizer(TrainConfig(), _model()))
+        load_checkpoint(tmp_path / "model.npz", _model(), TrainConfig().make_optimizer(_model()))
 
 
 def test_checkpoint_for_another_architecture_is_refused(tmp_path: Path) -> None:
     model = _model()
-    opt = make_optimizer(TrainConfig(), model)
+    opt = TrainConfig().make_optimizer(model)
     save_checkpoint(tmp_path / "ck.npz", model, opt, epoch=1)
     other = create("conv3x3x1x5,fc10", np.random.default_rng(0), input_shape=SHAPE)
     with pytest.raises(ValueError):
-        load_checkpoint(tmp_path / "ck.npz", other, make_optimizer(TrainConfig(), other))
+        load_checkpoint(tmp_path / "ck.npz", other, TrainConfig().make_optimizer(other))
 
 
 def test_corrupt_model_file_names_it(tmp_path: Path) -> None:
@@ -140,7 +134,7 @@ def test_corrupt_model_file_names_it(tmp_path: Path) -> None:
 
 def test_files_hold_no_pickles(tmp_path: Path) -> None:
     model = _model()
-    opt = make_optimizer(TrainConfig(), model)
+    opt = TrainConfig().make_optimizer(model)
     _steps(model, opt, 1)
     save_checkpoint(tmp_path / "ck.npz", model, opt, epoch=1)
     arrays, meta = load_arrays(tmp_path / "ck.npz")  # allow_pickle=False inside

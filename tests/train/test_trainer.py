@@ -22,9 +22,10 @@ import pytest
 
 from cnnkit.models import create
 from cnnkit.serialize import load_arrays
-from cnnkit.train.checkpoint import load_model, save_model
+from cnnkit.models.file import load_model, save_model
+from cnnkit.nn import SoftmaxCrossEntropy
+from cnnkit.train import TrainConfig, Trainer, TrainingDiverged, evaluate
 from cnnkit.train.metrics import topk_wrong
-from cnnkit.train.trainer import TrainConfig, Trainer, TrainingDiverged, evaluate
 from tests.data import real_data_dir
 
 TINY = "conv5x5x1x4,pool2,conv5x5x4x8,pool2,conv4x4x8x10"
@@ -56,7 +57,6 @@ def _trainer(
     spec: str = TINY,
     log: Optional[Callable[[str], None]] = None,
     with_test: bool = True,
-    on_save: Optional[Callable[[Any], None]] = None,
     **overrides: Any,
 ) -> Trainer:
     settings = dict(model=spec, epochs=3, batch_size=32, lr=0.01, seed=1)
@@ -64,9 +64,8 @@ def _trainer(
     cfg = TrainConfig(**settings)
     model = create(spec, np.random.default_rng(cfg.seed), np.dtype(cfg.dtype), input_shape=SHAPE)
     x, y, xt, yt = data
-    if not with_test:
-        xt = yt = None
-    return Trainer(cfg, model, x, y, xt, yt, out, progress=False, log=log or (lambda s: None), on_save=on_save)
+    test = (xt, yt) if with_test else None
+    return Trainer(cfg, model, SoftmaxCrossEntropy(), (x, y), test, out, progress=False, log=log or (lambda s: None))
 
 
 def _assert_same_weights(a: Trainer, b: Trainer) -> None:
@@ -264,9 +263,9 @@ def test_run_directory_files(tmp_path: Path, toy: tuple) -> None:
     out = tmp_path / "run"
     classes = [str(i) for i in range(10)]
     lines: list[str] = []
-    tr = _trainer(out, toy, BN_DROPOUT, log=lines.append, epochs=2, schedule="list:0.02,0.005",
-                  on_save=lambda m: save_model(out / "model.npz", m, BN_DROPOUT, SHAPE, classes))
+    tr = _trainer(out, toy, BN_DROPOUT, log=lines.append, epochs=2, schedule="list:0.02,0.005")
     record = tr.run()
+    save_model(out / "model.npz", tr.model, BN_DROPOUT, SHAPE, classes)
     records = _metrics(out)
     assert len(records) == 2 and records == [json.loads(json.dumps(r)) for r in tr.records]
     for i, r in enumerate(records):
@@ -288,8 +287,6 @@ def test_run_directory_files(tmp_path: Path, toy: tuple) -> None:
     loaded, _, meta = load_model(out / "model.npz")
     x_test = toy[2]
     assert np.array_equal(loaded.forward(x_test, train=False), tr.model.forward(x_test, train=False))
-    from cnnkit.nn import SoftmaxCrossEntropy
-
     again = evaluate(loaded, SoftmaxCrossEntropy(), x_test, toy[3], tr.config.eval_batch_size)
     assert again == {k: records[-1][f"test_{k}"] for k in ("loss", "top1_error", "top5_error")}
     _no_temporary_files(out)
@@ -340,7 +337,6 @@ def test_train_pipeline_on_mnist(tmp_path: Path) -> None:
     assert np.allclose(model_arrays["preprocess/mean"], expected, atol=1e-4)
     # model.npz gives the test error the run reported on its 300 test images
     from cnnkit.data import Preprocessor
-    from cnnkit.nn import SoftmaxCrossEntropy
 
     model, pre_d, _ = load_model(tmp_path / "run" / "model.npz")
     test = load_mnist("test", data_dir).subset(slice(0, 300))

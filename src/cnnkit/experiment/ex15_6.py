@@ -2,7 +2,7 @@
 
 Every part is a list of (label, job); identical configurations shared by several parts (e.g. SK-0.2 on the
 first 10,000 examples with seed 0 appears in (f), (g), (h), (i) and (j)) are one job, trained once.
-Settings are MatConvNet 1.0-beta20's (see :class:`cnnkit.train.trainer.TrainConfig`).
+Settings are MatConvNet 1.0-beta20's (see :class:`cnnkit.train.TrainConfig`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
-from cnnkit.train.trainer import TrainConfig
+from cnnkit.train import TrainConfig
 
 PARTS = ("b", "c", "d", "e", "f", "g", "h", "i", "j")
 

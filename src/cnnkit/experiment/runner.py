@@ -49,7 +49,7 @@ def _checkpoint_epoch(path: Path) -> int:
 def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threads: Optional[int] = None) -> dict:
     """Train one job (resuming its checkpoint if any) and record its result. Runs in a worker."""
     from cnnkit.train.run import train
-    from cnnkit.train.trainer import TrainConfig
+    from cnnkit.train import TrainConfig
 
     limiter = None
     if threads:

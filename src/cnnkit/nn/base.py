@@ -10,7 +10,7 @@ or assigned into in place; the layer computes in the dtype of its parameters.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import StateError
@@ -21,6 +21,11 @@ class Layer:
 
     #: parameter names excluded from weight decay (batch-norm scale and shift)
     no_decay: frozenset[str] = frozenset()
+    #: True for layers whose forward pass draws random numbers (dropout); see :meth:`reseed`
+    draws_random: bool = False
+    #: set by a container when this layer is used at more than one place of a network (weight sharing):
+    #: the layer then keeps no reusable scratch memory in its caches, because each use needs its own
+    shared: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, Array] = {}
@@ -74,6 +79,17 @@ class Layer:
         self.buffers = {k: v.astype(dtype) for k, v in self.buffers.items()}
         self._init_grads()
         return self
+
+    def reseed(self, key: Sequence[int]) -> None:
+        """Take a new random generator seeded by ``key`` (layers with ``draws_random``); others ignore it.
+
+        The trainer calls ``model.reseed([seed, epoch])`` at the start of every epoch, so that every random
+        draw of an epoch depends on (seed, epoch) only and a resumed run repeats it exactly.
+        """
+
+    def modules(self) -> Iterator[Layer]:
+        """This layer and every layer inside it (containers override it), each once."""
+        yield self
 
     def extra_repr(self) -> str:
         return ""

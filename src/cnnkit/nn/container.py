@@ -1,13 +1,20 @@
 """Containers: Sequential chains, residual blocks and channel concatenation (DAG networks, exercise 15.4).
 
-A container is itself a :class:`~cnnkit.nn.base.Layer`. Its ``params``, ``grads`` and ``buffers`` are
-built on access from its children with dotted names (``"0.weight"``, ``"2.body.1.bias"``); the arrays are
-the children's own, so in-place updates through the container change the children.
+A container is a :class:`~cnnkit.nn.base.Layer` made of layers. Its ``params``, ``grads`` and ``buffers``
+are built on access from its children with dotted names (``"0.weight"``, ``"2.body.1.bias"``); the arrays
+are the children's own, so in-place updates through the container change the children.
+
+Weight sharing: one layer object may appear at several places of a network (a siamese branch, tied
+weights). Its parameters are listed once, under the first name; each use keeps its own forward cache;
+and within one backward pass the gradients of the uses add up, as the chain rule requires (the total
+derivative through every path, §15.3). A layer used twice therefore gets the same gradient as two
+layers holding the same weights would get summed.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from collections import Counter
+from typing import Any, Iterator, Sequence
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
@@ -15,81 +22,172 @@ from cnnkit.nn.base import Layer
 
 
 class _Gathered:
-    """Descriptor: the children's dicts (``params``, ``grads``, ``buffers``) merged under dotted names."""
+    """Descriptor: the children's dicts (``params``, ``grads``, ``buffers``) merged under dotted names.
+
+    A layer reached twice (weight sharing) contributes its entries once, under its first name.
+    """
 
     def __init__(self, attr: str) -> None:
         self.attr = attr
 
-    def __get__(self, obj, objtype=None):  # noqa: ANN001, ANN204
+    def __get__(self, obj: Container | None, objtype: type | None = None) -> Any:
         if obj is None:
             return self
         out: dict[str, Array] = {}
-        for cname, child in obj._children.items():
-            for k, v in getattr(child, self.attr).items():
-                out[f"{cname}.{k}"] = v
+        for name, leaf in obj.named_leaves():
+            for k, v in getattr(leaf, self.attr).items():
+                out[f"{name}.{k}" if name else k] = v
         return out
 
-    def __set__(self, obj, value) -> None:  # noqa: ANN001
+    def __set__(self, obj: Container, value: dict[str, Array]) -> None:
         if value:
             raise AttributeError(f"a container's {self.attr} are its children's; set them on the children")
 
 
-def _composite(cls: type) -> type:
-    """Give a Layer subclass holding ``self._children`` the container behaviour (no extra base class)."""
+class Container(Layer):
+    """Base class of the layers made of layers (``_children``: name -> layer, in order).
 
-    def no_decay(self) -> frozenset[str]:  # noqa: ANN001
-        return frozenset(f"{c}.{k}" for c, child in self._children.items() for k in child.no_decay)
+    Subclasses implement ``forward`` with :meth:`_forward_child` (which keeps each use's cache) and
+    ``_backward`` with :meth:`_backward_child` (which restores it and adds up shared layers' gradients).
+    """
 
-    def dtype(self):  # noqa: ANN001, ANN202
-        return next((v.dtype for v in self.params.values()), None)
+    params = _Gathered("params")  # type: ignore[assignment]
+    grads = _Gathered("grads")  # type: ignore[assignment]
+    buffers = _Gathered("buffers")  # type: ignore[assignment]
 
-    def zero_grad(self) -> None:  # noqa: ANN001
+    def __init__(self) -> None:
+        super().__init__()
+        self._children: dict[str, Layer] = {}
+
+    # -- structure ------------------------------------------------------------------------------
+    def _add(self, name: str, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{type(self).__name__}: item {name} is {type(layer).__name__}, expected a Layer")
+        self._children[name] = layer
+        self._mark_shared()
+
+    def _mark_shared(self) -> None:
+        """Flag every leaf reached more than once below this container (see the module docstring)."""
+        counts = Counter(id(leaf) for leaf in self._leaves_with_repeats())
+        for leaf in self._leaves_with_repeats():
+            if counts[id(leaf)] > 1:
+                leaf.shared = True
+
+    def _leaves_with_repeats(self) -> Iterator[Layer]:
         for child in self._children.values():
-            child.zero_grad()
-
-    def astype(self, dtype):  # noqa: ANN001, ANN202
-        for child in self._children.values():
-            child.astype(dtype)
-        return self
-
-    def named_children(self) -> Iterator[tuple[str, Layer]]:  # noqa: ANN001
-        return iter(self._children.items())
-
-    def modules(self) -> Iterator[Layer]:  # noqa: ANN001
-        """Every layer below this one, depth first (containers included, self first)."""
-        yield self
-        for child in self._children.values():
-            if hasattr(child, "_children"):
-                yield from child.modules()
+            if isinstance(child, Container):
+                yield from child._leaves_with_repeats()
             else:
                 yield child
 
-    def __repr__(self) -> str:  # noqa: ANN001
+    def named_children(self) -> Iterator[tuple[str, Layer]]:
+        return iter(self._children.items())
+
+    def named_leaves(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
+        """(dotted name, layer) of every non-container layer below, each layer once (first name)."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Layer]] = [(prefix, self)]
+        while stack:
+            name, layer = stack.pop()
+            if isinstance(layer, Container):
+                stack += [(f"{name}.{k}" if name else k, c) for k, c in reversed(layer._children.items())]
+            elif id(layer) not in seen:
+                seen.add(id(layer))
+                yield name, layer
+
+    def modules(self) -> Iterator[Layer]:
+        """Every layer below this one, depth first (containers included, self first), each once."""
+        seen: set[int] = set()
+
+        def walk(layer: Layer) -> Iterator[Layer]:
+            if id(layer) in seen:
+                return
+            seen.add(id(layer))
+            yield layer
+            if isinstance(layer, Container):
+                for child in layer._children.values():
+                    yield from walk(child)
+
+        yield from walk(self)
+
+    # -- what the children share -------------------------------------------------------------------
+    @property
+    def no_decay(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset(f"{name}.{k}" for name, leaf in self.named_leaves() for k in leaf.no_decay)
+
+    @property
+    def dtype(self) -> Any:
+        return next((v.dtype for v in self.params.values()), None)
+
+    def zero_grad(self) -> None:
+        for _, leaf in self.named_leaves():
+            leaf.zero_grad()
+
+    def astype(self, dtype: Any) -> Container:
+        for _, leaf in self.named_leaves():
+            leaf.astype(dtype)
+        return self
+
+    def reseed(self, key: Sequence[int]) -> None:
+        """Give every layer below that draws random numbers the generator ``key + [i]`` (i counts them)."""
+        for i, layer in enumerate(m for m in self.modules() if m.draws_random):
+            layer.reseed([*key, i])
+
+    # -- forward and backward with per-use caches ------------------------------------------------------
+    def _forward_child(self, child: Layer, x: Array, train: bool, caches: list[Any]) -> Array:
+        """Run ``child`` and keep the cache of this use in ``caches`` (a shared layer overwrites its own)."""
+        y = child.forward(x, train)
+        caches.append(child._cache)
+        return y
+
+    def backward(self, dy: Array) -> Array:
+        return self._backward(dy, set())
+
+    def _backward(self, dy: Array, done: set[int]) -> Array:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def _backward_child(child: Layer, cache: Any, dy: Array, done: set[int]) -> Array:
+        """``child.backward(dy)`` for the use that left ``cache``; ``done`` holds the layers already
+        differentiated in this pass, whose gradients the new ones are added to."""
+        child._cache = cache
+        if isinstance(child, Container):
+            return child._backward(dy, done)
+        if id(child) not in done:
+            done.add(id(child))
+            return child.backward(dy)
+        earlier = {k: g.copy() for k, g in child.grads.items() if g is not None}
+        dx = child.backward(dy)
+        for k, g in earlier.items():
+            child.grads[k] += g
+        return dx
+
+    def __repr__(self) -> str:
         inner = "\n".join(f"  ({k}): {v!r}".replace("\n", "\n  ") for k, v in self._children.items())
         return f"{type(self).__name__}(\n{inner}\n)"
 
-    for attr in ("params", "grads", "buffers"):
-        setattr(cls, attr, _Gathered(attr))
-    cls.no_decay = property(no_decay)
-    cls.dtype = property(dtype)
-    for fn in (zero_grad, astype, named_children, modules, __repr__):
-        setattr(cls, fn.__name__, fn)
-    return cls
 
+class Sequential(Container):
+    """Layers applied one after another; backward runs them in reverse (the chain rule of §15.3).
 
-@_composite
-class Sequential(Layer):
-    """Layers applied one after another; backward runs them in reverse (the chain rule of §15.3)."""
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d, Flatten, ReLU, Sequential
+    >>> net = Sequential(Conv2d(1, 4, 3, rng=np.random.default_rng(0)), ReLU(), Flatten())
+    >>> x = np.ones((2, 5, 5, 1), np.float32)
+    >>> y = net.forward(x, train=True)           # (2, 3, 3, 4) flattened in NHWC order
+    >>> y.shape, net.backward(np.ones_like(y)).shape
+    ((2, 36), (2, 5, 5, 1))
+    >>> sorted(net.params)
+    ['0.bias', '0.weight']
+    """
 
-    def __init__(self, *layers: Layer) -> None:
+    def __init__(self, *layers: Layer | Sequence[Layer]) -> None:
         super().__init__()
-        self._children: dict[str, Layer] = {}
-        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
-            layers = tuple(layers[0])
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential: item {i} is {type(layer).__name__}, expected a Layer")
-            self._children[str(i)] = layer
+        items: Sequence[Any] = layers[0] if len(layers) == 1 and isinstance(layers[0], (list, tuple)) else layers
+        for i, layer in enumerate(items):
+            self._add(str(i), layer)
 
     @property
     def layers(self) -> list[Layer]:
@@ -104,77 +202,95 @@ class Sequential(Layer):
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
 
-    def append(self, layer: Layer) -> "Sequential":
-        self._children[str(len(self._children))] = layer
+    def append(self, layer: Layer) -> Sequential:
+        self._add(str(len(self._children)), layer)
         return self
 
     def forward(self, x: Array, train: bool = False) -> Array:
+        caches: list[Any] = []
         for layer in self._children.values():
-            x = layer.forward(x, train)
-        self._cache = True
+            x = self._forward_child(layer, x, train, caches)
+        self._cache = caches
         return x
 
-    def backward(self, dy: Array) -> Array:
-        self._saved()
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+    def _backward(self, dy: Array, done: set[int]) -> Array:
+        caches = self._saved()
+        for layer, cache in zip(reversed(self.layers), reversed(caches)):
+            dy = self._backward_child(layer, cache, dy, done)
             if dy is None:  # a first layer that skips dX
                 break
         return dy
 
 
-@_composite
-class Residual(Layer):
+class Residual(Container):
     """y = body(x) + shortcut(x) (ResNet block); the shortcut is the identity when None.
 
     Backward: dx = body.backward(dy) + shortcut.backward(dy) (the two paths' gradients add).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d, Residual
+    >>> block = Residual(Conv2d(3, 3, 3, padding=1, rng=np.random.default_rng(0)))
+    >>> block(np.ones((1, 4, 4, 3), np.float32)).shape
+    (1, 4, 4, 3)
     """
 
-    def __init__(self, body: Layer, shortcut: Optional[Layer] = None) -> None:
+    def __init__(self, body: Layer, shortcut: Layer | None = None) -> None:
         super().__init__()
-        self._children: dict[str, Layer] = {}
-        self._children["body"] = body
+        self._add("body", body)
         if shortcut is not None:
-            self._children["shortcut"] = shortcut
+            self._add("shortcut", shortcut)
 
     def forward(self, x: Array, train: bool = False) -> Array:
-        y = self._children["body"].forward(x, train)
-        s = self._children["shortcut"].forward(x, train) if "shortcut" in self._children else x
+        caches: list[Any] = []
+        y = self._forward_child(self._children["body"], x, train, caches)
+        s = self._forward_child(self._children["shortcut"], x, train, caches) if "shortcut" in self._children else x
         if y.shape != s.shape:
             raise ShapeError(
                 f"Residual: body output {y.shape} and shortcut output {s.shape} differ; expected equal shapes "
                 f"(give a shortcut, e.g. a 1x1 Conv2d, when channels or size change)"
             )
-        self._cache = True
+        self._cache = caches
         return y + s
 
-    def backward(self, dy: Array) -> Array:
-        self._saved()
-        dx = self._children["body"].backward(dy)
-        ds = self._children["shortcut"].backward(dy) if "shortcut" in self._children else dy
+    def _backward(self, dy: Array, done: set[int]) -> Array:
+        caches = self._saved()
+        dx = self._backward_child(self._children["body"], caches[0], dy, done)
+        if "shortcut" in self._children:
+            ds = self._backward_child(self._children["shortcut"], caches[1], dy, done)
+        else:
+            ds = dy
         return dx + ds
 
 
-@_composite
-class Concat(Layer):
+class Concat(Container):
     """Branches applied to the same input, outputs concatenated on the channel axis (GoogLeNet style).
 
     Every branch must give the same (N, H, W); the output has the sum of their channels. Backward splits
     dy by channel and sums the branches' input gradients.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Concat, Conv2d
+    >>> rng = np.random.default_rng(0)
+    >>> block = Concat(Conv2d(3, 2, 1, rng=rng), Conv2d(3, 5, 3, padding=1, rng=rng))
+    >>> block(np.ones((1, 4, 4, 3), np.float32)).shape
+    (1, 4, 4, 7)
     """
 
-    def __init__(self, *branches: Layer) -> None:
+    def __init__(self, *branches: Layer | Sequence[Layer]) -> None:
         super().__init__()
-        self._children: dict[str, Layer] = {}
-        if len(branches) == 1 and isinstance(branches[0], (list, tuple)):
-            branches = tuple(branches[0])
-        if not branches:
+        items: Sequence[Any] = branches[0] if len(branches) == 1 and isinstance(branches[0], (list, tuple)) else branches
+        if not items:
             raise ValueError("Concat needs at least one branch")
-        for i, b in enumerate(branches):
-            self._children[str(i)] = b
+        for i, b in enumerate(items):
+            self._add(str(i), b)
 
     def forward(self, x: Array, train: bool = False) -> Array:
-        outs = [b.forward(x, train) for b in self._children.values()]
+        caches: list[Any] = []
+        outs = [self._forward_child(b, x, train, caches) for b in self._children.values()]
         lead = outs[0].shape[:-1]
         for i, o in enumerate(outs):
             if o.shape[:-1] != lead:
@@ -182,16 +298,15 @@ class Concat(Layer):
                     f"Concat: branch {i} gives {o.shape}, branch 0 gives {outs[0].shape}; expected the same "
                     f"(N, H, W) for every branch"
                 )
-        self._cache = [o.shape[-1] for o in outs]
+        self._cache = (caches, [o.shape[-1] for o in outs])
         return xp.concatenate(outs, axis=-1)
 
-    def backward(self, dy: Array) -> Array:
-        widths: Sequence[int] = self._saved()
-        dx = None
+    def _backward(self, dy: Array, done: set[int]) -> Array:
+        caches, widths = self._saved()
+        dx: Array | None = None
         start = 0
-        for b, w in zip(self._children.values(), widths):
-            g = b.backward(dy[..., start : start + w])
+        for b, cache, w in zip(self._children.values(), caches, widths):
+            g = self._backward_child(b, cache, dy[..., start : start + w], done)
             start += w
             dx = g if dx is None else dx + g
         return dx  # type: ignore[return-value]
-

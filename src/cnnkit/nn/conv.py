@@ -75,7 +75,7 @@ class Conv2d(Layer):
         limit = self.workspace_limit if train else min(self.workspace_limit, EVAL_CHUNK_BYTES)
         y, self._cache = conv2d_forward(
             x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation, self.groups,
-            limit, self._ws["train" if train else "eval"],
+            limit, None if self.shared else self._ws["train" if train else "eval"],  # each use of a shared layer keeps its own phi(x)
         )
         return y
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -19,10 +19,16 @@ class Dropout(Layer):
     ``rng`` (np.random.Generator) draws the masks; None gives a fresh OS-seeded generator.
     """
 
+    draws_random = True
+
     def __init__(self, p: float = 0.5, rng: Optional[np.random.Generator] = None) -> None:
         super().__init__()
         self.p = check_p(p)
         self.rng = as_rng(rng)
+
+    def reseed(self, key: Sequence[int]) -> None:
+        """Draw the masks from ``np.random.default_rng(key)`` from now on."""
+        self.rng = np.random.default_rng(list(key))
 
     def forward(self, x: Array, train: bool = False) -> Array:
         y, self._cache = dropout_forward(x, self.p, train, self.rng)

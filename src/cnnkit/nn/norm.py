@@ -15,62 +15,8 @@ from cnnkit.nn.base import Layer
 from cnnkit.ops.norm import batch_norm_backward, batch_norm_forward
 
 
-def _bn_setup(layer: Layer, num_features: int, affine: bool, track_running_stats: bool, dtype: Any) -> None:
-    if int(num_features) < 1:
-        raise ShapeError(f"{type(layer).__name__}: num_features must be >= 1, got {num_features}")
-    dt = dtype or default_float()
-    if affine:
-        layer.params["weight"] = xp.ones(num_features, dtype=dt)
-        layer.params["bias"] = xp.zeros(num_features, dtype=dt)
-    if track_running_stats:
-        layer.buffers["running_mean"] = xp.zeros(num_features, dtype=dt)
-        layer.buffers["running_var"] = xp.ones(num_features, dtype=dt)
-    layer._init_grads()
-
-
-def _bn_forward(layer: Any, x: Array, train: bool) -> Array:
-    if x.ndim not in layer._ranks or x.shape[-1] != layer.num_features:
-        raise ShapeError(
-            f"{type(layer).__name__}: expected an input {layer._layout} with C = {layer.num_features}, "
-            f"got shape {tuple(x.shape)}"
-        )
-    momentum = layer.momentum
-    tracking = layer.track_running_stats
-    if train and tracking and momentum is None:  # cumulative moving average, as PyTorch with momentum=None
-        momentum = 1.0 / (layer.num_batches_tracked + 1)
-    y, layer._cache = batch_norm_forward(
-        x,
-        layer.params.get("weight"),
-        layer.params.get("bias"),
-        layer.buffers.get("running_mean"),
-        layer.buffers.get("running_var"),
-        train,
-        0.0 if momentum is None else momentum,
-        layer.eps,
-    )
-    if train and tracking:
-        layer.num_batches_tracked += 1
-    return y
-
-
-def _bn_backward(layer: Layer, dy: Array) -> Array:
-    dx, dgamma, dbeta = batch_norm_backward(dy, layer._saved())
-    if dgamma is not None:
-        layer._set_grad("weight", dgamma)
-    if dbeta is not None:
-        layer._set_grad("bias", dbeta)
-    return dx
-
-
-def _bn_repr(layer: Any) -> str:
-    return (
-        f"{layer.num_features}, eps={layer.eps}, momentum={layer.momentum}, affine={'weight' in layer.params}, "
-        f"track_running_stats={layer.track_running_stats}"
-    )
-
-
-class BatchNorm2d(Layer):
-    """Batch normalisation of an (N, H, W, C) input per channel over N, H, W (Ioffe & Szegedy; seed 000 ex. 15.3).
+class _BatchNorm(Layer):
+    """What BatchNorm1d and BatchNorm2d share: everything but the accepted input ranks.
 
     Training: batch mean and biased variance normalise; running statistics are updated as
     ``running = (1 - momentum)*running + momentum*batch`` with the unbiased batch variance
@@ -80,8 +26,8 @@ class BatchNorm2d(Layer):
     """
 
     no_decay = frozenset({"weight", "bias"})
-    _ranks = (4,)
-    _layout = "(N, H, W, C)"
+    _ranks: tuple[int, ...] = ()
+    _layout = ""
 
     def __init__(
         self,
@@ -93,17 +39,52 @@ class BatchNorm2d(Layer):
         *,
         dtype: Any = None,
     ) -> None:
-        Layer.__init__(self)  # not super(): this __init__ is shared with BatchNorm1d
+        super().__init__()
+        if int(num_features) < 1:
+            raise ShapeError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
         self.track_running_stats = track_running_stats
         self.num_batches_tracked = 0
-        _bn_setup(self, self.num_features, affine, track_running_stats, dtype)
+        dt = dtype or default_float()
+        if affine:
+            self.params["weight"] = xp.ones(self.num_features, dtype=dt)
+            self.params["bias"] = xp.zeros(self.num_features, dtype=dt)
+        if track_running_stats:
+            self.buffers["running_mean"] = xp.zeros(self.num_features, dtype=dt)
+            self.buffers["running_var"] = xp.ones(self.num_features, dtype=dt)
+        self._init_grads()
 
     def forward(self, x: Array, train: bool = False) -> Array:
-        return _bn_forward(self, x, train)
+        if x.ndim not in self._ranks or x.shape[-1] != self.num_features:
+            raise ShapeError(
+                f"{type(self).__name__}: expected an input {self._layout} with C = {self.num_features}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        momentum = self.momentum
+        tracking = self.track_running_stats
+        if train and tracking and momentum is None:  # cumulative moving average, as PyTorch with momentum=None
+            momentum = 1.0 / (self.num_batches_tracked + 1)
+        y, self._cache = batch_norm_forward(
+            x,
+            self.params.get("weight"),
+            self.params.get("bias"),
+            self.buffers.get("running_mean"),
+            self.buffers.get("running_var"),
+            train,
+            0.0 if momentum is None else momentum,
+            self.eps,
+        )
+        if train and tracking:
+            self.num_batches_tracked += 1
+        return y
 
     def backward(self, dy: Array) -> Array:
-        return _bn_backward(self, dy)
+        dx, dgamma, dbeta = batch_norm_backward(dy, self._saved())
+        if dgamma is not None:
+            self._set_grad("weight", dgamma)
+        if dbeta is not None:
+            self._set_grad("bias", dbeta)
+        return dx
 
     def reset_running_stats(self) -> None:
         """Running mean back to 0, running variance to 1, batch count to 0."""
@@ -113,21 +94,41 @@ class BatchNorm2d(Layer):
         self.num_batches_tracked = 0
 
     def extra_repr(self) -> str:
-        return _bn_repr(self)
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={'weight' in self.params}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
 
 
-class BatchNorm1d(Layer):
-    """Batch normalisation of (N, C) features (or (N, L, C) sequences) per channel; as :class:`BatchNorm2d`.
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of an (N, H, W, C) input per channel over N, H, W (Ioffe & Szegedy; exercise 15.3).
 
-    Only the accepted ranks differ; the methods are BatchNorm2d's own functions (shared, not inherited).
+    y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel; see :class:`_BatchNorm` for training and
+    evaluation statistics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bn = BatchNorm2d(3)
+    >>> x = np.random.default_rng(0).normal(5.0, 2.0, (4, 6, 6, 3)).astype(np.float32)
+    >>> y = bn.forward(x, train=True)
+    >>> bool(abs(y.mean()) < 1e-5), bool(abs(y.std() - 1) < 1e-3)
+    (True, True)
     """
 
-    no_decay = BatchNorm2d.no_decay
+    _ranks = (4,)
+    _layout = "(N, H, W, C)"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) features (or (N, L, C) sequences) per channel; as :class:`BatchNorm2d`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> BatchNorm1d(4).forward(np.ones((8, 4), np.float32), train=True).shape
+    (8, 4)
+    """
+
     _ranks = (2, 3)
     _layout = "(N, C) or (N, L, C)"
-
-    __init__ = BatchNorm2d.__init__
-    forward = BatchNorm2d.forward
-    backward = BatchNorm2d.backward
-    reset_running_stats = BatchNorm2d.reset_running_stats
-    extra_repr = BatchNorm2d.extra_repr

@@ -2,6 +2,7 @@
 
 from cnnkit.optim.adaptive import Adagrad, Adam, RMSProp, RMSprop
 from cnnkit.optim.base import Optimizer
+from cnnkit.optim.factory import OPTIMIZERS, make_optimizer
 from cnnkit.optim.schedule import (
     ConstantLR,
     CosineAnnealingLR,
@@ -19,10 +20,12 @@ __all__ = [
     "CosineAnnealingLR",
     "LRSchedule",
     "ListLR",
+    "OPTIMIZERS",
     "Optimizer",
     "RMSProp",
     "RMSprop",
     "SGD",
     "StepLR",
+    "make_optimizer",
     "schedule_from_spec",
 ]

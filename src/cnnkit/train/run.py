@@ -7,7 +7,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from cnnkit.train.trainer import TrainConfig, Trainer, evaluate
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.loop import evaluate
+from cnnkit.train.trainer import Trainer
 
 
 def load_split(data: str, split: str, data_dir: Optional[str], download: bool = False) -> Any:
@@ -33,7 +35,8 @@ def train(
     """Run a training configuration end to end; writes ``out/model.npz`` at the end. Returns the last epoch's record."""
     from cnnkit.data import Preprocessor, parse_subset
     from cnnkit.models import create, resolve
-    from cnnkit.train.checkpoint import save_model
+    from cnnkit.models.file import save_model
+    from cnnkit.nn import SoftmaxCrossEntropy
 
     train_set = load_split(config.data, "train", data_dir, download)
     try:
@@ -55,12 +58,12 @@ def train(
     model_def = resolve(config.model, train_set.image_shape)
     model = create(config.model, np.random.default_rng(config.seed), dtype, input_shape=train_set.image_shape)
 
-    def save(m: Any) -> None:
-        save_model(Path(out) / "model.npz", m, model_def.spec, train_set.image_shape, list(train_set.classes),
-                   pre.to_dict(), {"data": config.data, "model": config.model})
-
-    trainer = Trainer(config, model, x_train, y_train, x_test, y_test, out, progress=progress, log=log, on_save=save)
-    return trainer.run(resume=resume)
+    test = (x_test, y_test) if x_test is not None and y_test is not None else None
+    trainer = Trainer(config, model, SoftmaxCrossEntropy(), (x_train, y_train), test, out, progress=progress, log=log)
+    record = trainer.run(resume=resume)
+    save_model(trainer.run_dir.model_path, model, model_def.spec, train_set.image_shape, list(train_set.classes),
+               pre.to_dict(), {"data": config.data, "model": config.model})
+    return record
 
 
 def evaluate_model_file(
@@ -69,7 +72,7 @@ def evaluate_model_file(
     """Loss and top-1/top-5 error of a saved model on a dataset split."""
     from cnnkit.data import Preprocessor
     from cnnkit.nn import SoftmaxCrossEntropy
-    from cnnkit.train.checkpoint import load_model
+    from cnnkit.models.file import load_model
 
     model, pre_d, meta = load_model(path)
     data = data or meta.get("data")
@@ -108,7 +111,7 @@ def predict_files(path: str | Path, files: Sequence[str], top: int = 3) -> list[
     """Classify image files with a saved model: the best class and the ``top`` probabilities per file."""
     from cnnkit.data import Preprocessor
     from cnnkit.ops.activation import softmax
-    from cnnkit.train.checkpoint import load_model
+    from cnnkit.models.file import load_model
 
     model, pre_d, meta = load_model(path)
     shape = tuple(meta["input_shape"])

@@ -1,0 +1,121 @@
+"""A run directory: the files of one training run, and continuing a run from them.
+
+``config.json`` (the run's settings), ``metrics.jsonl`` (one JSON object per epoch), ``curves.png``
+(learning curves), ``checkpoint.npz`` (after every epoch) and ``model.npz`` (the final model, written by
+the caller). Every file is written atomically. The run directory is a :class:`~cnnkit.train.loop.Callback`
+of the training loop: after each epoch it writes the checkpoint (which also carries the metric records),
+then ``metrics.jsonl``, then the plot.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnkit.protocols import Model
+from cnnkit.serialize import atomic_write_text, remove_stale_temporaries
+from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.train.config import TrainConfig
+from cnnkit.train.loop import Callback, LoopState
+
+
+class RunDirectory(Callback):
+    """The files of one run in ``path``; ``config`` is the run's :class:`TrainConfig`."""
+
+    def __init__(self, path: str | Path, config: TrainConfig, title: str = "") -> None:
+        self.path = Path(path)
+        self.config = config
+        self.title = title
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.npz"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.npz"
+
+    # -- starting or continuing ---------------------------------------------------------------
+    def start(self, model: Model, optimizer: Any, resume: bool) -> tuple[int, list[dict[str, Any]]]:
+        """Prepare the directory; returns (finished epochs, their records).
+
+        With ``resume`` and a checkpoint present, the model and optimiser are restored in place (the saved
+        configuration must equal this one); otherwise a new run starts, which refuses a directory that
+        already holds one.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if resume and self.checkpoint_path.exists():
+            return self._resume(model, optimizer)
+        if self.checkpoint_path.exists():
+            raise ValueError(f"{self.path} already holds a run (checkpoint.npz); pass --resume to continue it or choose another --out")
+        atomic_write_text(self.config_path, json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        self.write_metrics([])
+        return 0, []
+
+    def _resume(self, model: Model, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
+        saved_cfg = json.loads(self.config_path.read_text())
+        if TrainConfig.from_dict(saved_cfg) != self.config:
+            diff = {k: (saved_cfg.get(k), v) for k, v in self.config.to_dict().items() if saved_cfg.get(k) != v}
+            raise ValueError(f"--resume: the run in {self.path} was started with other settings (saved, now): {diff}")
+        meta = load_checkpoint(self.checkpoint_path, model, optimizer)
+        remove_stale_temporaries(self.path)  # a kill -9 in the middle of an atomic write
+        done = int(meta["epoch"])
+        # the checkpoint carries the records of its epochs: a kill between writing the checkpoint and
+        # metrics.jsonl must not lose a line
+        if "records" in meta:
+            records = meta["records"]
+        elif self.metrics_path.exists():  # checkpoints written before records were stored in them
+            records = [json.loads(s) for s in self.metrics_path.read_text().splitlines() if s.strip()]
+        else:
+            records = []
+        records = [r for r in records if r["epoch"] <= done]
+        self.write_metrics(records)
+        return done, records
+
+    # -- after every epoch --------------------------------------------------------------------
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        save_checkpoint(self.checkpoint_path, state.model, state.optimizer, state.epoch + 1,
+                        {"config": self.config.to_dict(), "records": state.records})
+        self.write_metrics(state.records)
+        self.plot(state.records)
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+    def plot(self, records: list[dict[str, Any]]) -> None:
+        from cnnkit.train.plots import learning_curves
+
+        learning_curves(records, self.path / "curves.png", title=self.title)
+
+    def kept(self, epoch: int) -> str:
+        """What is left on disk when training stops in ``epoch`` (0-based): the end of a divergence message."""
+        if epoch == 0:
+            return "training stopped; no epoch finished with finite values, so no checkpoint was written; try a smaller --lr"
+        return f"training stopped. The last good checkpoint ({self.checkpoint_path}, after epoch {epoch}) is kept; try a smaller --lr"
+
+
+class EpochLog(Callback):
+    """One line per finished epoch: training loss and error, speed, and the test figures when there are any."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        self.log(self.line(record))
+
+    @staticmethod
+    def line(r: dict[str, Any]) -> str:
+        s = (f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} err {100 * r['train_top1_error']:.2f}%  "
+             f"{r['images_per_s']:.0f} img/s")
+        if "test_loss" in r:
+            s += f"  | test loss {r['test_loss']:.4f} err {100 * r['test_top1_error']:.2f}% top5 {100 * r['test_top5_error']:.2f}%"
+        return s
