@@ -524,6 +524,8 @@ def test_bench_in_process_with_tiny_workloads(tmp_path: Path, monkeypatch: pytes
     batch of 2 instead of 100 or 64.
     """
     import cnnkit.bench as bench
+    from cnnkit.bench import harness
+    from cnnkit.bench.engines import cnnkit_engine
 
     def one_call(fn, min_time: float = 1.0, warmup: int = 2, min_repeats: int = 3) -> float:  # noqa: ANN001
         import time
@@ -532,9 +534,9 @@ def test_bench_in_process_with_tiny_workloads(tmp_path: Path, monkeypatch: pytes
         fn()
         return max(time.perf_counter() - t, 1e-9)
 
-    real_step = bench.cnnkit_step
-    monkeypatch.setattr(bench, "timeit", one_call)
-    monkeypatch.setattr(bench, "cnnkit_step", lambda spec, shape, batch, train: real_step(spec, shape, 2, train))
+    real_step = cnnkit_engine.cnnkit_step
+    monkeypatch.setattr(harness, "timeit", one_call)
+    monkeypatch.setattr(cnnkit_engine, "cnnkit_step", lambda spec, shape, batch, train: real_step(spec, shape, 2, train))
     out = tmp_path / "bench.json"
     # bench pins BLAS (threadpoolctl) and PyTorch threads for the rest of the process: undo that afterwards
     from threadpoolctl import threadpool_limits

@@ -132,9 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", type=_shape_arg, default=None, help="HxWxC (default: the model's own)")
 
     b = sub.add_parser("bench", help="time cnnkit against PyTorch on the CPU", description="Benchmark cnnkit and PyTorch side by side (same threads, same work).")
-    from cnnkit.bench import add_arguments
-
-    add_arguments(b)
+    b.add_argument("--threads", type=_positive_int, default=None, help="threads for both frameworks (default: all cores)")
+    b.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement (default 1.0)")
+    b.add_argument("--no-torch", action="store_true", help="time cnnkit only")
+    b.add_argument("--no-layers", action="store_true", help="skip the per-convolution GFLOP/s rows")
+    b.add_argument("--memory", action="store_true", help="also measure VGG-16 224x224 batch-8 training peak memory (slow)")
+    b.add_argument("--scaling", action="store_true", help="also measure the scaling curves (slow)")
+    b.add_argument("--plot", default="bench_scaling.png", help="PNG for the scaling curves (with --scaling)")
+    b.add_argument("--json", default=None, help="write the results as JSON to this file")
 
     x = sub.add_parser("experiment", help="run a programme of experiments (ex15.6) with a report",
                        description="Exercise 15.6 on MNIST: every part as parallel, resumable training runs, then report.md.")
@@ -172,7 +177,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.train.run import train
-    from cnnkit.train.trainer import TrainConfig
+    from cnnkit.train import TrainConfig
 
     cfg = TrainConfig(
         model=args.model, data=args.data, train_limit=args.train_limit, train_range=args.train_range, test_limit=args.test_limit,
@@ -273,9 +278,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from cnnkit.bench import run
+    from cnnkit.bench import BenchOptions, run
 
-    run(args)
+    run(BenchOptions(threads=args.threads, min_time=args.min_time, no_torch=args.no_torch, no_layers=args.no_layers,
+                     memory=args.memory, scaling=args.scaling, plot=args.plot, json=args.json))
     return 0
 
 
