@@ -36,8 +36,9 @@ def main() -> None:
     loss, opt = SoftmaxCrossEntropy(), SGD(net, lr=1e-4, momentum=0.9, weight_decay=5e-4)
     layers = list(net)
     names = [f"{i}:{type(layer).__name__}" for i, layer in enumerate(layers)]
-    t: dict[str, list[float]] = {k: [] for k in [f"{n} fwd" for n in names] + ["loss", *[f"{n} bwd" for n in reversed(names)], "sgd", "step"]}
-    for it in range(a.steps + 5):
+    keys = [f"{n} fwd" for n in names] + ["loss", *[f"{n} bwd" for n in reversed(names)], "sgd", "step"]
+    t: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(a.steps + 5):
         t0 = time.perf_counter()
         h = x
         for n, layer in zip(names, layers):

@@ -130,7 +130,7 @@ def _bn(c: int) -> nn.BatchNorm2d:
 
 
 def _width(c: int, s: float) -> int:
-    return max(1, int(round(c * s)))
+    return max(1, round(c * s))
 
 
 def build_model(name: str) -> nn.Sequential:
@@ -202,7 +202,7 @@ def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def pick_memory_format(
-    model: nn.Module, batch_size: int, lr: float, steps: int = 4, log=print  # noqa: ANN001
+    model: nn.Module, batch_size: int, lr: float, steps: int = 4, log=print
 ) -> tuple[torch.memory_format, dict[str, float]]:
     """Time a few training steps on throwaway copies in each format; return the faster one and the timings.
 

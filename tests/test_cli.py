@@ -22,9 +22,9 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -527,7 +527,7 @@ def test_bench_in_process_with_tiny_workloads(tmp_path: Path, monkeypatch: pytes
     from cnnkit.bench import harness
     from cnnkit.bench.engines import cnnkit_engine
 
-    def one_call(fn, min_time: float = 1.0, warmup: int = 2, min_repeats: int = 3) -> float:  # noqa: ANN001
+    def one_call(fn, min_time: float = 1.0, warmup: int = 2, min_repeats: int = 3) -> float:
         import time
 
         t = time.perf_counter()

@@ -122,7 +122,7 @@ def test_fig_15_5_element_5_is_in_four_convolutions() -> None:
     """Fig. 15.5: the input element 5 takes part in p = 1, 2, 3, 4 (1-based); for p = 2 it is q = 3."""
     s = tb.m_inverse(1, 1, 0, A.shape, (2, 2))
     assert [p + 1 for p, _ in s] == [1, 2, 3, 4]
-    assert dict((p + 1, q + 1) for p, q in s)[2] == 3
+    assert {p + 1: q + 1 for p, q in s}[2] == 3
     for p, q in s:
         assert B_SEED[q, p] == 5
     # a corner element belongs to one window only
@@ -248,7 +248,7 @@ def test_textbook_errors() -> None:
 
 
 # --- worked sizes of seeds 002 and 004 ------------------------------------------------------------
-def _out(in_size: int, k: int, stride: int = 1, padding=0) -> tuple[int, int]:  # noqa: ANN001
+def _out(in_size: int, k: int, stride: int = 1, padding=0) -> tuple[int, int]:
     return window((in_size, in_size), k, stride, padding).out
 
 

@@ -81,7 +81,7 @@ def test_models_shapes_init_and_decay_groups(ref: ModuleType) -> None:
 def test_idx_reader_and_preprocessing(ref: ModuleType) -> None:
     raw = ref.load_mnist()
     assert raw["train-images"].shape == (60000, 28, 28) and raw["test-labels"].shape == (10000,)
-    xtr, ytr, xte, yte = ref.prepare_data(raw, 100, 50)
+    xtr, ytr, xte, _yte = ref.prepare_data(raw, 100, 50)
     assert tuple(xtr.shape) == (100, 1, 28, 28) and tuple(xte.shape) == (50, 1, 28, 28)
     mean = raw["train-images"].astype(np.float64).mean(0)
     np.testing.assert_allclose(xtr[0, 0].numpy(), raw["train-images"][0] - mean, atol=1e-3)

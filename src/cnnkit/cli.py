@@ -10,8 +10,8 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def _shape_arg(value: str) -> tuple[int, int, int]:
         parts = ()
     if len(parts) != 3 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"expected HxWxC such as 28x28x1, got {value!r}")
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def _positive_int(value: str) -> int:
@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_dir_help = "dataset directory (default: $CNNKIT_DATA, else ~/.cache/cnnkit)"
 
-    t = sub.add_parser("train", help="train a model; writes a run directory", description="Train a model with mini-batch SGD (MatConvNet 1.0-beta20 MNIST defaults).")
-    t.add_argument("--model", type=_model_arg, default="base", help="model name (base, bn, sk, sk-0.2, base-dropout, sk-0.2-sigmoid, lenet5, cifar, vgg16, alexnet) or a network string")
+    t = sub.add_parser("train", help="train a model; writes a run directory",
+                       description="Train a model with mini-batch SGD (MatConvNet 1.0-beta20 MNIST defaults).")
+    t.add_argument("--model", type=_model_arg, default="base",
+                   help="model name (base, bn, sk, sk-0.2, base-dropout, sk-0.2-sigmoid, lenet5, cifar, vgg16, alexnet) "
+                        "or a network string")
     t.add_argument("--data", default="mnist", help="dataset: mnist, fashion-mnist, cifar10 or an image folder path")
     t.add_argument("--data-dir", default=None, help=data_dir_help)
     t.add_argument("--download", action="store_true", help="download missing dataset files into the data directory")
@@ -102,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int, default=20)
     t.add_argument("--batch-size", type=_positive_int, default=100)
     t.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate (default 0.001)")
-    t.add_argument("--schedule", type=_schedule_arg, default="constant", help="constant | step:EPOCHS:GAMMA | cosine:T_MAX[:ETA_MIN] | list:LR1,LR2,...")
+    t.add_argument("--schedule", type=_schedule_arg, default="constant",
+                   help="constant | step:EPOCHS:GAMMA | cosine:T_MAX[:ETA_MIN] | list:LR1,LR2,...")
     t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "rmsprop", "adagrad"])
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=5e-4)
@@ -113,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("eval", help="evaluate a trained model on a dataset split", description="Evaluate a model file (or a run directory's model.npz).")
+    e = sub.add_parser("eval", help="evaluate a trained model on a dataset split",
+                       description="Evaluate a model file (or a run directory's model.npz).")
     e.add_argument("model_file", help="model.npz, or a run directory")
     e.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
     e.add_argument("--data-dir", default=None, help=data_dir_help)
@@ -127,11 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top", type=_positive_int, default=3, help="how many classes to show per image")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
-    s = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory, receptive fields", description="Summarise a model or network string.")
+    s = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory, receptive fields",
+                       description="Summarise a model or network string.")
     s.add_argument("model", type=_model_arg, help="model name or network string")
     s.add_argument("--input-shape", type=_shape_arg, default=None, help="HxWxC (default: the model's own)")
 
-    b = sub.add_parser("bench", help="time cnnkit against PyTorch on the CPU", description="Benchmark cnnkit and PyTorch side by side (same threads, same work).")
+    b = sub.add_parser("bench", help="time cnnkit against PyTorch on the CPU",
+                       description="Benchmark cnnkit and PyTorch side by side (same threads, same work).")
     b.add_argument("--threads", type=_positive_int, default=None, help="threads for both frameworks (default: all cores)")
     b.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement (default 1.0)")
     b.add_argument("--no-torch", action="store_true", help="time cnnkit only")
@@ -176,8 +183,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnkit.train.run import train
     from cnnkit.train import TrainConfig
+    from cnnkit.train.run import train
 
     cfg = TrainConfig(
         model=args.model, data=args.data, train_limit=args.train_limit, train_range=args.train_range, test_limit=args.test_limit,
@@ -285,10 +292,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"experiment": cmd_experiment, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "summary": cmd_summary, "data": cmd_data}
+COMMANDS = {"experiment": cmd_experiment, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
+            "summary": cmd_summary, "data": cmd_data}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from cnnkit.models import SpecError
 
     parser = build_parser()

@@ -7,11 +7,15 @@ every parameter, where f is a random linear functional of the output, sum(r * la
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnkit.backend import Array
+
+if TYPE_CHECKING:
+    from cnnkit.protocols import LossFunction
 
 
 def numerical_grad(f: Callable[[], float], x: Array, eps: float = 1e-6) -> Array:
@@ -42,11 +46,11 @@ def max_rel_error(a: Array, b: Array) -> float:
 
 
 def check_layer(
-    layer,  # noqa: ANN001 - any object with the Layer contract
+    layer: Any,  # any object with the Layer contract
     x: Array,
     train: bool = False,
     eps: float = 1e-6,
-    rng: Optional[np.random.Generator] = None,
+    rng: np.random.Generator | None = None,
     check_input: bool = True,
 ) -> dict[str, float]:
     """Compare a layer's analytic gradients with numerical ones; returns the max relative error per name.
@@ -72,7 +76,7 @@ def check_layer(
     return errors
 
 
-def check_loss(loss, prediction: Array, target: Array, eps: float = 1e-6) -> float:  # noqa: ANN001
+def check_loss(loss: LossFunction, prediction: Array, target: Array, eps: float = 1e-6) -> float:
     """Max relative error between ``loss.backward()`` and the numerical gradient of the loss value."""
     loss.forward(prediction, target)
     analytic = np.array(loss.backward(), copy=True)

@@ -15,7 +15,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from cnnkit.backend import Array
 
@@ -52,7 +53,7 @@ class Model(Parameterised, Protocol):
 
     def forward(self, x: Array, train: bool = False) -> Array: ...
 
-    def backward(self, dy: Array) -> Optional[Array]: ...
+    def backward(self, dy: Array) -> Array | None: ...
 
     def reseed(self, key: Sequence[int]) -> None: ...
 

@@ -13,7 +13,7 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from cnnkit.backend import Array
 from cnnkit.protocols import Model
 
 META_KEY = "__meta__"
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -75,7 +75,7 @@ def save_arrays(path: PathLike, arrays: dict[str, Array], meta: dict[str, Any] |
             raise ValueError(f"array {k!r} has dtype object, which cannot be stored without pickle")
     payload[META_KEY] = np.frombuffer(json.dumps(meta or {}, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **payload)
+    np.savez(buf, **payload)  # type: ignore[arg-type]  # numpy's stubs: a name could be savez's allow_pickle flag
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -141,7 +141,7 @@ def load_state_arrays(model: Model, arrays: dict[str, Array], strict: bool = Tru
     """Copy ``param/``/``buffer/`` arrays into a model in place; shapes must match."""
     targets = {f"param/{k}": v for k, v in model.params.items()}
     targets.update({f"buffer/{k}": v for k, v in model.buffers.items()})
-    missing = sorted(set(targets) - set(k for k in arrays if k.startswith(("param/", "buffer/"))))
+    missing = sorted(set(targets) - {k for k in arrays if k.startswith(("param/", "buffer/"))})
     if strict and missing:
         raise ValueError(f"state is missing {len(missing)} entries the model has, e.g. {missing[:3]}")
     for key, dst in targets.items():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 from cnnkit.models.spec import Token, infer_shapes, parse
 from cnnkit.models.tokens import BY_KIND, entry
@@ -34,8 +33,8 @@ class LayerRow:
     flops: int
     activations: int
     workspace: int
-    rf: Optional[int]
-    rf_seed: Optional[int]
+    rf: int | None
+    rf_seed: int | None
     tiles: bool
 
 
@@ -73,7 +72,8 @@ class Summary:
         def shape(s: tuple[int, ...]) -> str:
             return "x".join(str(v) for v in s)
 
-        head = f"{'#':>3} {'layer':<22} {'output':>13} {'params':>12} {'MFLOPs':>10} {'activ.':>10} {'im2row':>10} {'rf':>5} {'rf(T15.2)':>9}"
+        head = (f"{'#':>3} {'layer':<22} {'output':>13} {'params':>12} {'MFLOPs':>10} {'activ.':>10} {'im2row':>10} "
+                f"{'rf':>5} {'rf(T15.2)':>9}")
         lines = [f"input {shape(self.input_shape)}", head, "-" * len(head)]
         for r in self.rows:
             flag = "  <- window does not tile its input" if not r.tiles else ""
@@ -110,7 +110,7 @@ def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Sum
     shapes = infer_shapes(tokens, input_shape)
     ins = [tuple(input_shape), *shapes[:-1]]
     # forward receptive field: rf grows by (k_eff - 1) * jump; jump multiplies by the stride
-    rf: Optional[int] = 1
+    rf: int | None = 1
     jump = 1
     rows: list[LayerRow] = []
     costs = []
@@ -132,9 +132,9 @@ def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Sum
     stop = next((i for i, c in enumerate(costs) if c.flattens), len(tokens))
     extent = 1
     for i in range(stop - 1, -1, -1):
-        win = costs[i].window
-        if win is not None:
-            extent = (extent - 1) * win.stride[0] + win.effective_kernel[0]
+        back = costs[i].window
+        if back is not None:
+            extent = (extent - 1) * back.stride[0] + back.effective_kernel[0]
         rows[i].rf_seed = extent
     if stop < len(rows):
         rows[stop].rf_seed = 1

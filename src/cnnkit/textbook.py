@@ -29,12 +29,15 @@ the entries of dL/dY F^T over the one-to-many map m^{-1} (eq. 15.49).
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import TypeVar
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
 
-Index = Union[int, Array]
+Index = int | Array
+IndexT = TypeVar("IndexT", int, Array)
+"""An index of the maps below: ints in, ints out; integer arrays in (broadcast), arrays out."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,30 +78,30 @@ def _geometry(in_shape: Sequence[int], kernel_hw: Sequence[int]) -> tuple[int, i
     return hl, wl, dl, h, w, hl - h + 1, wl - w + 1
 
 
-def row_index(i_out: Index, j_out: Index, out_h: int) -> Index:
+def row_index(i_out: IndexT, j_out: IndexT, out_h: int) -> IndexT:
     """Eq. 15.21: p = i^{l+1} + H^{l+1} j^{l+1}, the row of phi(x) of output position (i^{l+1}, j^{l+1})."""
     return i_out + out_h * j_out
 
 
-def split_row_index(p: Index, out_h: int) -> tuple[Index, Index]:
+def split_row_index(p: IndexT, out_h: int) -> tuple[IndexT, IndexT]:
     """Inverse of eq. 15.21: (i^{l+1}, j^{l+1}) = (p mod H^{l+1}, p div H^{l+1})."""
     return p % out_h, p // out_h
 
 
-def col_index(i: Index, j: Index, d: Index, kernel_hw: Sequence[int]) -> Index:
+def col_index(i: IndexT, j: IndexT, d: IndexT, kernel_hw: Sequence[int]) -> IndexT:
     """Eq. 15.22: q = i + H j + H W d^l, the column of phi(x) of kernel entry (i, j, d^l)."""
     h, w = kernel_hw
     return i + h * j + h * w * d
 
 
-def split_col_index(q: Index, kernel_hw: Sequence[int]) -> tuple[Index, Index, Index]:
+def split_col_index(q: IndexT, kernel_hw: Sequence[int]) -> tuple[IndexT, IndexT, IndexT]:
     """Inverse of eq. 15.22: q div HW gives the channel d^l, the remainder gives (i, j) inside the kernel."""
     h, w = kernel_hw
     d, r = q // (h * w), q % (h * w)
     return r % h, r // h, d
 
 
-def m_map(p: Index, q: Index, in_shape: Sequence[int], kernel_hw: Sequence[int]) -> tuple[Index, Index, Index]:
+def m_map(p: IndexT, q: IndexT, in_shape: Sequence[int], kernel_hw: Sequence[int]) -> tuple[IndexT, IndexT, IndexT]:
     """The one-to-one map m: (p, q) -> (i^l, j^l, d^l) of §15.5.6 (eqs. 15.21-15.24).
 
     ``p``/``q`` may be ints or broadcastable integer arrays.
@@ -127,7 +130,7 @@ def m_inverse(il: int, jl: int, dl: int, in_shape: Sequence[int], kernel_hw: Seq
     return sorted(pairs)
 
 
-def indicator_matrix(in_shape: Sequence[int], kernel_hw: Sequence[int], dtype=None) -> Array:  # noqa: ANN001
+def indicator_matrix(in_shape: Sequence[int], kernel_hw: Sequence[int], dtype=None) -> Array:
     """The indicator matrix M of eq. 15.39, (H^{l+1} W^{l+1} H W D^l) x (H^l W^l D^l).
 
     Row (p, q) is numbered p + H^{l+1} W^{l+1} q (the vec order of phi(x)); column (i^l, j^l, d^l)

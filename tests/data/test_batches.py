@@ -62,7 +62,7 @@ def test_subsets() -> None:
 )
 def test_subset_errors(spec: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        parse_subset(spec, 60000)  # type: ignore[arg-type]
+        parse_subset(spec, 60000)  # type: ignore[arg-type]  # a wrong argument on purpose
 
 
 def test_dataset_subset() -> None:

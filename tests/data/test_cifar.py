@@ -6,6 +6,7 @@ import codecs
 import io
 import os
 import pickle
+import re
 import struct
 import tarfile
 from pathlib import Path
@@ -207,7 +208,7 @@ def test_missing_batch_in_directory(tmp_path: Path, rng: np.random.Generator) ->
     batches = make_batches("binary", rng)
     d = write_dir(tmp_path, "binary", batches)
     (d / "data_batch_3.bin").unlink()
-    with pytest.raises(DatasetError, match="missing CIFAR-10 batches data_batch_3.bin"):
+    with pytest.raises(DatasetError, match=re.escape("missing CIFAR-10 batches data_batch_3.bin")):
         load_cifar10("train", tmp_path, format="binary")
     with pytest.raises(ValueError, match="format must be one of"):
         load_cifar10("train", tmp_path, format="matlab")

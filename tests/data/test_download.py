@@ -19,7 +19,7 @@ PAYLOAD = bytes(range(256)) * 40  # 10240 bytes
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -130,7 +130,7 @@ def test_truncated_gzip(tmp_path: Path, rng: np.random.Generator) -> None:
 def test_mismatched_counts_and_bad_labels(tmp_path: Path) -> None:
     write_idx(tmp_path / "i", np.zeros((3, 2, 2), np.uint8))
     write_idx(tmp_path / "l", np.zeros(4, np.uint8))
-    with pytest.raises(DatasetError, match="holds 3 images but .* holds 4 labels"):
+    with pytest.raises(DatasetError, match=r"holds 3 images but .* holds 4 labels"):
         load_idx_pair(tmp_path / "i", tmp_path / "l")
     write_idx(tmp_path / "l", np.array([0, 1, 5], np.uint8))
     with pytest.raises(DatasetError, match=r"labels must lie in \[0, 2\)"):

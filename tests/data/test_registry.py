@@ -102,11 +102,11 @@ def test_verify_statuses(tmp_path: Path) -> None:
 
 
 def test_list_datasets(tmp_path: Path) -> None:
-    listing = dict((spec.name, st) for spec, st in list_datasets(tmp_path))
+    listing = {spec.name: st for spec, st in list_datasets(tmp_path)}
     assert set(listing) == {"mnist", "fashion-mnist", "cifar10"}
     assert all(s.status == "missing" for s in listing["mnist"])
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"x" * 4542)  # flat layout, right size
-    listing = dict((spec.name, st) for spec, st in list_datasets(tmp_path))
+    listing = {spec.name: st for spec, st in list_datasets(tmp_path)}
     assert [s.status for s in listing["mnist"]] == ["missing", "missing", "missing", "present"]
 
 

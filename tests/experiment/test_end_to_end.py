@@ -5,6 +5,7 @@ Ray instance started here. Needs the real MNIST files ($CNNKIT_DATA) and skips w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -104,7 +105,7 @@ def check_report(out: Path, stdout: str, todo: set[str], executor: str) -> dict:
     assert sorted(d[2] for d in dones) == sorted(todo)
     assert [int(d[0]) for d in dones] == list(range(1, len(todo) + 1))
     assert all(int(d[1]) == len(todo) for d in starts + dones)
-    for done, total, key, err, *_ in dones:
+    for _done, _total, key, err, *_ in dones:
         assert err == f"{100 * results[key]['test_error']:.2f}"
     assert dones[-1][-1] == "0"  # nothing left
     assert f"report: {out / 'report.md'}" in stdout
@@ -167,10 +168,8 @@ def _finished(out: Path) -> dict[str, tuple[int, bytes]]:
     """The runs recorded finished (runs/<key>/result.json, written atomically): mtime and content."""
     found = {}
     for path in (out / "runs").glob("*/result.json"):
-        try:
+        with contextlib.suppress(OSError):
             found[path.parent.name] = (path.stat().st_mtime_ns, path.read_bytes())
-        except OSError:
-            pass
     return found
 
 
@@ -210,10 +209,8 @@ def test_resume_after_interrupt(reference: dict, tmp_path: Path, how: str) -> No
             time.sleep(0.1)
         assert workers and not [p for p in workers if _alive(p)], "worker processes outlived the interrupted experiment"
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(victim.pid, signal.SIGKILL)  # whatever is left of the process group this test started
-        except (ProcessLookupError, PermissionError):
-            pass
     before = _finished(out)
     assert 1 <= len(before) < N, f"{len(before)} of {N} runs were finished when interrupted"
     assert not (out / "report.md").exists()

@@ -44,7 +44,7 @@ def _is_default_except(cfg: TrainConfig, **expected) -> None:
 
 
 def test_parts_and_titles() -> None:
-    assert PARTS == tuple("bcdefghij")
+    assert tuple("bcdefghij") == PARTS
     assert set(TITLES) == set(PARTS)
     _, table = plan()
     assert list(table) == list(PARTS)
@@ -79,7 +79,7 @@ def test_d_dropout_after_block_4_classifier(full) -> None:
         _is_default_except(cfg, model=cfg.model, train_limit=10000)
     for name in ("base", "bn"):
         plain, drop = resolve(name, SHAPE).spec.split(","), resolve(f"{name}-dropout", SHAPE).spec.split(",")
-        assert drop == plain + ["dropout"]  # right after the classifier conv1x1x500x10
+        assert drop == [*plain, "dropout"]  # right after the classifier conv1x1x500x10
         assert plain[-1] == "conv1x1x500x10"
 
 
@@ -105,7 +105,7 @@ def test_g_training_set_sizes(full) -> None:
     assert [label for label, _, _ in got] == ["first 500", "first 1,000", "first 2,000", "first 5,000", "first 10,000",
                                               "first 20,000", "first 60,000"]
     assert SIZES == (500, 1000, 2000, 5000, 10000, 20000, 60000)
-    for (label, cfg, x), n in zip(got, SIZES):
+    for (_label, cfg, x), n in zip(got, SIZES):
         assert cfg.model == "sk-0.2" and cfg.seed == 0 and x == float(n)
         assert _span(cfg) == (1, n)
     _is_default_except(got[-1][1], model="sk-0.2")  # all 60,000: no limit at all
@@ -156,7 +156,7 @@ def test_jobs_are_deduplicated_and_keyed(full) -> None:
     def identity(cfg: TrainConfig) -> tuple:
         d = dataclasses.asdict(cfg)
         d.pop("train_limit"), d.pop("train_range")
-        return tuple(sorted(d.items())) + (_span(cfg),)
+        return (*sorted(d.items()), _span(cfg))
 
     ids = [identity(j.config) for j in jobs.values()]
     assert len(set(ids)) == len(ids)

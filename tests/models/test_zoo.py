@@ -109,7 +109,7 @@ def test_sk_s_channel_counts(name: str, channels: list) -> None:
     convs = [t for t in _tokens(name) if t.kind == "conv"]
     assert [c.args["out"] for c in convs] == channels
     # every convolution's input is the previous one's output
-    assert [c.args["in"] for c in convs] == [1] + channels[:-1]
+    assert [c.args["in"] for c in convs] == [1, *channels[:-1]]
 
 
 def test_variants() -> None:

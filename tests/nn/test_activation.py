@@ -50,7 +50,7 @@ def test_prelu_layer_gradcheck(num_parameters: int, rng: np.random.Generator) ->
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_layer_oracle(name: str, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_layer_oracle(name: str, dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     make, make_torch = LAYERS[name]
     x = (2 * rng.standard_normal((2, 3, 4, 5))).astype(dtype)
@@ -69,7 +69,7 @@ def test_layer_oracle(name: str, dtype, rng: np.random.Generator) -> None:  # no
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("num_parameters", [1, 5])
-def test_prelu_oracle(num_parameters: int, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_prelu_oracle(num_parameters: int, dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     layer = nn_act.PReLU(num_parameters, init=0.1, dtype=dtype)
     tmod = torch.nn.PReLU(num_parameters, init=0.1).to(torch.float64 if dtype == np.float64 else torch.float32)
@@ -112,7 +112,7 @@ ALL = [*(make for make, _ in LAYERS.values()), lambda: nn_act.PReLU(), lambda: n
 
 
 @pytest.mark.parametrize("make", ALL)
-def test_backward_before_forward_raises(make) -> None:  # noqa: ANN001
+def test_backward_before_forward_raises(make) -> None:
     layer = make()
     assert isinstance(layer, Layer)
     with pytest.raises(StateError, match="before forward"):

@@ -11,7 +11,7 @@ from cnnkit.nn.container import Concat, Residual, Sequential
 from cnnkit.nn.conv import Conv2d
 
 
-def _conv(cin: int, cout: int, k: int, rng: np.random.Generator, **kw) -> Conv2d:  # noqa: ANN003
+def _conv(cin: int, cout: int, k: int, rng: np.random.Generator, **kw) -> Conv2d:
     return Conv2d(cin, cout, k, rng=rng, dtype=np.float64, **kw)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ GRAD_TOL = 1e-7
     "c_in,c_out,kernel,groups,bias",
     [(3, 4, 3, 1, True), (4, 6, (2, 3), 2, True), (4, 4, 3, 4, False), (2, 6, 1, 2, True)],
 )
-def test_conv2d_parameter_shapes_and_init(c_in: int, c_out: int, kernel, groups: int, bias: bool) -> None:  # noqa: ANN001
+def test_conv2d_parameter_shapes_and_init(c_in: int, c_out: int, kernel, groups: int, bias: bool) -> None:
     layer = Conv2d(c_in, c_out, kernel, groups=groups, bias=bias, rng=np.random.default_rng(0))
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     assert layer.params["weight"].shape == (kh, kw, c_in // groups, c_out)
@@ -124,7 +125,7 @@ def test_conv2d_grads_written_in_place(rng: np.random.Generator) -> None:
 
 
 def test_conv2d_errors(rng: np.random.Generator) -> None:
-    with pytest.raises(StateError, match="Conv2d.backward called before forward"):
+    with pytest.raises(StateError, match=re.escape("Conv2d.backward called before forward")):
         Conv2d(2, 3, 3, rng=rng).backward(np.zeros((1, 2, 2, 3)))
     with pytest.raises(ShapeError, match=r"groups=2 must divide in_channels=3 and out_channels=4"):
         Conv2d(3, 4, 3, groups=2)
@@ -222,7 +223,7 @@ def test_conv_transpose2d_dtype_and_in_place(rng: np.random.Generator) -> None:
 
 def test_conv_transpose2d_errors(rng: np.random.Generator) -> None:
     layer = ConvTranspose2d(3, 2, 2, rng=rng)
-    with pytest.raises(StateError, match="ConvTranspose2d.backward called before forward"):
+    with pytest.raises(StateError, match=re.escape("ConvTranspose2d.backward called before forward")):
         layer.backward(np.zeros((1, 3, 3, 2)))
     with pytest.raises(ShapeError, match=r"C_in = 4"):
         layer(np.zeros((1, 2, 2, 4), np.float32))

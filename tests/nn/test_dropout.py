@@ -17,11 +17,11 @@ class _Reseeded:
         self.layer = Dropout(p)
         self.params, self.grads = self.layer.params, self.layer.grads
 
-    def forward(self, x, train=False):  # noqa: ANN001, ANN201
+    def forward(self, x, train=False):
         self.layer.rng = np.random.default_rng(11)
         return self.layer.forward(x, train)
 
-    def backward(self, dy):  # noqa: ANN001, ANN201
+    def backward(self, dy):
         return self.layer.backward(dy)
 
 

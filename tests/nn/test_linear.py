@@ -27,10 +27,10 @@ def test_gradcheck_flatten_then_linear(rng):
     class Seq:  # the two layers as one, for check_layer
         params, grads = lin.params, lin.grads
 
-        def forward(self, x, train=False):  # noqa: ANN001, ANN201
+        def forward(self, x, train=False):
             return lin.forward(flat.forward(x, train), train)
 
-        def backward(self, dy):  # noqa: ANN001, ANN201
+        def backward(self, dy):
             return flat.backward(lin.backward(dy))
 
     assert max(check_layer(Seq(), x).values()) < 1e-8

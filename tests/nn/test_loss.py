@@ -12,7 +12,7 @@ from cnnkit.nn.base import Loss
 from tests.oracle import assert_close, require_torch
 
 
-def _targets(name: str, x: np.ndarray, rng: np.random.Generator):  # noqa: ANN202
+def _targets(name: str, x: np.ndarray, rng: np.random.Generator):
     """A (prediction, target) pair suited to the loss ``name``, clear of every kink."""
     k = x.shape[-1]
     if name in ("SoftmaxCrossEntropy", "HingeLoss", "HingeLoss2"):
@@ -44,7 +44,7 @@ LOSSES = {
 
 @pytest.mark.parametrize("shape", [(5, 4), (3, 1, 1, 4)], ids=str)
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_check_loss(name: str, shape, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_check_loss(name: str, shape, rng: np.random.Generator) -> None:
     loss = LOSSES[name]()
     x, t = _targets(name, 2 * rng.standard_normal(shape), rng)
     if name.startswith("Hinge"):  # clear of the hinge kinks
@@ -86,7 +86,7 @@ def test_cross_entropy_probabilities_and_alias(rng: np.random.Generator) -> None
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_layers_oracle(dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_layers_oracle(dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     F = torch.nn.functional
     x = (2 * rng.standard_normal((6, 5))).astype(dtype)

@@ -115,7 +115,7 @@ def test_float32_layers_stay_float32():
         assert layer.backward(np.ones_like(y)).dtype == np.float32
 
 
-@pytest.mark.parametrize("make", LAYERS + [lambda: MaxUnpool2d(2)])
+@pytest.mark.parametrize("make", [*LAYERS, lambda: MaxUnpool2d(2)])
 def test_backward_before_forward(make):
     with pytest.raises(StateError, match="before forward"):
         make().backward(np.zeros((1, 2, 2, 1)))
@@ -123,13 +123,13 @@ def test_backward_before_forward(make):
 
 def test_layer_errors():
     with pytest.raises(StateError, match="switches"):
-        MaxPool2d(2).switches
+        _ = MaxPool2d(2).switches
     with pytest.raises(StateError, match="indices"):
         MaxUnpool2d(2)(np.zeros((1, 2, 2, 1)))
     with pytest.raises(ValueError, match="kernel_size or"):
         MaxUnpool2d()
     with pytest.raises(TypeError, match="MaxPool2d"):
-        MaxUnpool2d(pool=AvgPool2d(2))  # type: ignore[arg-type]
+        MaxUnpool2d(pool=AvgPool2d(2))  # type: ignore[arg-type]  # a wrong argument on purpose
     with pytest.raises(ValueError, match="nearest"):
         Upsample(2, mode="bilinear")
     with pytest.raises(ValueError, match="scale"):

@@ -34,7 +34,7 @@ def _input(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.5)
     return _away_from_kinks(scale * rng.standard_normal(shape))
 
 
-def _check_op_grad(fwd, bwd, x: np.ndarray, rng: np.random.Generator, **kw) -> float:  # noqa: ANN001
+def _check_op_grad(fwd, bwd, x: np.ndarray, rng: np.random.Generator, **kw) -> float:
     y, cache = fwd(x, **kw)
     r = rng.standard_normal(y.shape)
     dx = bwd(r, cache)
@@ -57,7 +57,7 @@ def test_gradcheck(name: str, kw: dict, shape: tuple[int, ...], rng: np.random.G
 @pytest.mark.parametrize(
     "x_shape,w_shape", [((2, 3, 3, 4), (4,)), ((2, 3, 3, 4), (1,)), ((5, 3), (3,)), ((5, 3), (1,)), ((7,), (1,))], ids=str
 )
-def test_prelu_gradcheck(x_shape, w_shape, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_prelu_gradcheck(x_shape, w_shape, rng: np.random.Generator) -> None:
     x = _input(rng, x_shape)
     w = rng.uniform(-0.5, 0.7, size=w_shape)
     y, cache = A.prelu_forward(x, w)
@@ -73,7 +73,7 @@ def test_prelu_gradcheck(x_shape, w_shape, rng: np.random.Generator) -> None:  #
 
 
 # ------------------------------------------------------------------------------ PyTorch oracle
-def _torch_fn(name: str, kw: dict):  # noqa: ANN202
+def _torch_fn(name: str, kw: dict):
     torch = require_torch()
     F = torch.nn.functional
     return {
@@ -99,7 +99,7 @@ def _torch_pair(name: str, kw: dict, x: np.ndarray, dy: np.ndarray) -> tuple[np.
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{k}" for n, k in CASES])
-def test_oracle(name: str, kw: dict, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_oracle(name: str, kw: dict, dtype, rng: np.random.Generator) -> None:
     fwd, bwd, _ = ELEMENTWISE[name]
     x = (3 * rng.standard_normal((2, 4, 3, 5))).astype(dtype)
     x[0, 0, 0, :3] = 0.0  # the kink itself: PyTorch's conventions at x == 0
@@ -117,7 +117,7 @@ def test_oracle(name: str, kw: dict, dtype, rng: np.random.Generator) -> None:  
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape,w_shape", [((2, 3, 4, 5), (5,)), ((2, 3, 4, 5), (1,)), ((6, 3), (3,))], ids=str)
-def test_prelu_oracle(x_shape, w_shape, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_prelu_oracle(x_shape, w_shape, dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     x = (2 * rng.standard_normal(x_shape)).astype(dtype)
     x.reshape(-1)[:2] = 0.0
@@ -176,7 +176,7 @@ def test_log_softmax_matches_log_of_softmax(rng: np.random.Generator) -> None:
 
 # ------------------------------------------------------------------------------ stability, dtypes, errors
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_extreme_inputs_stay_finite(dtype) -> None:  # noqa: ANN001
+def test_extreme_inputs_stay_finite(dtype) -> None:
     x = np.array([[-1e4, -800.0, -50.0, 0.0, 50.0, 800.0, 1e4]], dtype=dtype)
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
         s, sc = A.sigmoid_forward(x)
@@ -250,7 +250,7 @@ def test_errors() -> None:
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("scale", [0.5, 0.99, 1.01, 3.0], ids=lambda s: f"bound*{s}")
-def test_softmax_either_side_of_the_shift_bound(scale: float, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_softmax_either_side_of_the_shift_bound(scale: float, dtype, rng: np.random.Generator) -> None:
     """Inputs within log(max float)/4 skip the row-maximum shift (A.row_shift); both paths match PyTorch."""
     bound = np.log(float(np.finfo(dtype).max)) / 4
     x = rng.uniform(-1, 1, size=(6, 7)).astype(dtype)

@@ -29,7 +29,7 @@ GRAD_TOL = 1e-7
 # --------------------------------------------------------------------------------------------------
 
 
-def check_conv2d_grads(rng: np.random.Generator, x_shape, c_out, kernel, stride, padding, dilation, groups, bias=True):  # noqa: ANN001, ANN201
+def check_conv2d_grads(rng: np.random.Generator, x_shape, c_out, kernel, stride, padding, dilation, groups, bias=True):
     kh, kw = pair(kernel, "kernel")
     c_in = x_shape[3]
     x = rng.standard_normal(x_shape)
@@ -52,7 +52,7 @@ def check_conv2d_grads(rng: np.random.Generator, x_shape, c_out, kernel, stride,
         assert db is None
 
 
-def torch_conv2d_nhwc(torch, x, w, b, stride, padding, dilation, groups):  # noqa: ANN001, ANN201
+def torch_conv2d_nhwc(torch, x, w, b, stride, padding, dilation, groups):
     """PyTorch reference; asymmetric or 'same' padding is applied with F.pad first."""
     F = torch.nn.functional
     kh, kw = w.shape[:2]
@@ -75,7 +75,7 @@ DILATIONS = [1, 2]
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation", list(itertools.product(KERNELS, STRIDES, PADDINGS, DILATIONS)))
-def test_conv2d_gradcheck_geometry(rng: np.random.Generator, kernel, stride, padding, dilation) -> None:  # noqa: ANN001
+def test_conv2d_gradcheck_geometry(rng: np.random.Generator, kernel, stride, padding, dilation) -> None:
     check_conv2d_grads(rng, (2, 5, 6, 3), 2, kernel, stride, padding, dilation, groups=1)
 
 
@@ -84,7 +84,7 @@ def test_conv2d_gradcheck_geometry(rng: np.random.Generator, kernel, stride, pad
     list(itertools.product([2, (2, 3)], [1, 2], [0, "same", ((0, 1), (2, 0))], [1, 2])),
 )
 @pytest.mark.parametrize("c_in,c_out,groups", [(4, 2, 2), (4, 6, 2), (4, 4, 4), (3, 6, 3)])
-def test_conv2d_gradcheck_groups(rng: np.random.Generator, kernel, stride, padding, dilation, c_in, c_out, groups) -> None:  # noqa: ANN001
+def test_conv2d_gradcheck_groups(rng: np.random.Generator, kernel, stride, padding, dilation, c_in, c_out, groups) -> None:
     """groups = 2 and depthwise (groups = C_in, with channel multiplier 1 and 2)."""
     check_conv2d_grads(rng, (2, 5, 6, c_in), c_out, kernel, stride, padding, dilation, groups)
 
@@ -147,7 +147,7 @@ def test_conv2d_accepts_non_contiguous_views(rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv2d_dtypes(rng: np.random.Generator, dtype) -> None:  # noqa: ANN001
+def test_conv2d_dtypes(rng: np.random.Generator, dtype) -> None:
     x = rng.standard_normal((1, 4, 4, 2)).astype(np.float32)
     w = rng.standard_normal((2, 2, 2, 3)).astype(dtype)
     b = rng.standard_normal(3).astype(dtype)
@@ -160,7 +160,7 @@ def test_conv2d_dtypes(rng: np.random.Generator, dtype) -> None:  # noqa: ANN001
 # --------------------------------------------------------------------------------------------------
 # transposed convolution
 # --------------------------------------------------------------------------------------------------
-def _tconv_cases():  # noqa: ANN202
+def _tconv_cases():
     cases = []
     for kernel, stride, padding, output_padding, dilation in itertools.product([1, 2, 3, (2, 3)], [1, 2, 3], [0, 1], [0, 1], [1, 2]):
         if output_padding >= max(stride, dilation):
@@ -173,13 +173,14 @@ TCONV_CASES = _tconv_cases()
 
 
 @pytest.mark.parametrize("kernel,stride,padding,output_padding,dilation", TCONV_CASES)
-def test_conv_transpose2d_gradcheck(rng: np.random.Generator, kernel, stride, padding, output_padding, dilation) -> None:  # noqa: ANN001
+def test_conv_transpose2d_gradcheck(rng: np.random.Generator, kernel, stride, padding, output_padding, dilation) -> None:
     kh, kw = pair(kernel, "kernel")
     x, w, b = rng.standard_normal((2, 3, 4, 3)), rng.standard_normal((kh, kw, 3, 2)), rng.standard_normal(2)
     args = (stride, padding, output_padding, dilation)
     y, cache = conv_transpose2d_forward(x, w, b, *args)
     s, p, op, d = (pair(v, "") for v in args)
-    assert y.shape == (2,) + tuple(conv_transpose_out_size(n, k, s[a], p[a], op[a], d[a]) for a, (n, k) in enumerate(zip((3, 4), (kh, kw)))) + (2,)
+    out_hw = tuple(conv_transpose_out_size(n, k, s[a], p[a], op[a], d[a]) for a, (n, k) in enumerate(zip((3, 4), (kh, kw))))
+    assert y.shape == (2, *out_hw, 2)
     r = rng.standard_normal(y.shape)
 
     def f() -> float:
@@ -192,7 +193,7 @@ def test_conv_transpose2d_gradcheck(rng: np.random.Generator, kernel, stride, pa
 
 
 @pytest.mark.parametrize("kernel,stride,padding,output_padding,dilation", TCONV_CASES)
-def test_conv_transpose2d_is_adjoint_of_conv2d(rng: np.random.Generator, kernel, stride, padding, output_padding, dilation) -> None:  # noqa: ANN001
+def test_conv_transpose2d_is_adjoint_of_conv2d(rng: np.random.Generator, kernel, stride, padding, output_padding, dilation) -> None:
     """<conv2d(x; W'), y> == <x, conv_transpose2d(y; W)> with W' = W with its channel axes swapped."""
     kh, kw = pair(kernel, "kernel")
     y = rng.standard_normal((2, 3, 4, 3))  # the transposed conv's input = the conv's output
@@ -231,7 +232,7 @@ def test_conv_transpose2d_backward_dtype(rng: np.random.Generator) -> None:
 # --------------------------------------------------------------------------------------------------
 # PyTorch oracle
 # --------------------------------------------------------------------------------------------------
-def _random_conv_configs(n: int, seed: int):  # noqa: ANN202
+def _random_conv_configs(n: int, seed: int):
     g = np.random.default_rng(seed)
     out = []
     while len(out) < n:
@@ -241,9 +242,10 @@ def _random_conv_configs(n: int, seed: int):  # noqa: ANN202
         kernel = (int(g.integers(1, 4)), int(g.integers(1, 4)))
         stride = (int(g.integers(1, 4)), int(g.integers(1, 3)))
         dilation = (int(g.integers(1, 3)), int(g.integers(1, 3)))
-        padding = [0, 1, (1, 2), "same", "valid", ((int(g.integers(0, 3)), int(g.integers(0, 3))), (int(g.integers(0, 3)), int(g.integers(0, 3))))][
-            int(g.integers(0, 6))
-        ]
+        padding = [
+            0, 1, (1, 2), "same", "valid",
+            ((int(g.integers(0, 3)), int(g.integers(0, 3))), (int(g.integers(0, 3)), int(g.integers(0, 3)))),
+        ][int(g.integers(0, 6))]
         hw = (int(g.integers(4, 9)), int(g.integers(4, 9)))
         try:
             window(hw, kernel, stride, padding, dilation)
@@ -256,7 +258,7 @@ def _random_conv_configs(n: int, seed: int):  # noqa: ANN202
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("hw,c_in,c_out,kernel,stride,padding,dilation,groups", _random_conv_configs(24, 7))
-def test_conv2d_matches_pytorch(rng: np.random.Generator, dtype, hw, c_in, c_out, kernel, stride, padding, dilation, groups) -> None:  # noqa: ANN001
+def test_conv2d_matches_pytorch(rng: np.random.Generator, dtype, hw, c_in, c_out, kernel, stride, padding, dilation, groups) -> None:
     torch = require_torch()
     x = rng.standard_normal((2, *hw, c_in)).astype(dtype)
     w = rng.standard_normal((*kernel, c_in // groups, c_out)).astype(dtype)
@@ -276,7 +278,7 @@ def test_conv2d_matches_pytorch(rng: np.random.Generator, dtype, hw, c_in, c_out
 @pytest.mark.oracle
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (4, 1), ((2, 5), 1), (3, 2), ((2, 3), (3, 2))])
-def test_conv2d_same_matches_pytorch_padding_same(rng: np.random.Generator, kernel, dilation) -> None:  # noqa: ANN001
+def test_conv2d_same_matches_pytorch_padding_same(rng: np.random.Generator, kernel, dilation) -> None:
     """At stride 1, cnnkit's 'same' equals PyTorch's padding='same' (extra pixel bottom/right)."""
     torch = require_torch()
     kh, kw = pair(kernel, "k")
@@ -287,7 +289,7 @@ def test_conv2d_same_matches_pytorch_padding_same(rng: np.random.Generator, kern
     assert_close(y, nhwc(yt))
 
 
-def _random_tconv_configs(n: int, seed: int):  # noqa: ANN202
+def _random_tconv_configs(n: int, seed: int):
     g = np.random.default_rng(seed)
     out = []
     while len(out) < n:
@@ -307,7 +309,9 @@ def _random_tconv_configs(n: int, seed: int):  # noqa: ANN202
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("hw,c_in,c_out,kernel,stride,padding,output_padding,dilation", _random_tconv_configs(16, 11))
-def test_conv_transpose2d_matches_pytorch(rng: np.random.Generator, dtype, hw, c_in, c_out, kernel, stride, padding, output_padding, dilation) -> None:  # noqa: ANN001
+def test_conv_transpose2d_matches_pytorch(
+    rng: np.random.Generator, dtype, hw, c_in, c_out, kernel, stride, padding, output_padding, dilation
+) -> None:
     torch = require_torch()
     x = rng.standard_normal((2, *hw, c_in)).astype(dtype)
     w = rng.standard_normal((*kernel, c_in, c_out)).astype(dtype)  # PyTorch's (C_in, C_out, kh, kw) is w.transpose(2, 3, 0, 1)
@@ -359,7 +363,7 @@ def test_conv2d_errors() -> None:
         conv2d_forward(x, np.zeros((8, 8, 4, 2)), padding=1)
     with pytest.raises(ShapeError, match=r"extent 5x5"):
         conv2d_forward(np.zeros((1, 4, 4, 4)), w, dilation=2)
-    y, cache = conv2d_forward(x, w)
+    _y, cache = conv2d_forward(x, w)
     with pytest.raises(ShapeError, match=r"dy has shape \(2, 3, 4, 3\), expected \(2, 3, 4, 2\)"):
         conv2d_backward(np.zeros((2, 3, 4, 3)), cache)
     with pytest.raises(ShapeError, match=r"expected \(2, 3, 4, 2\)"):
@@ -380,6 +384,6 @@ def test_conv_transpose2d_errors() -> None:
         conv_transpose2d_forward(np.zeros((1, 1, 1, 3)), np.zeros((1, 1, 3, 2)), padding=1)
     with pytest.raises(ShapeError, match=r"stride/dilation must be >= 1"):
         conv_transpose2d_forward(x, np.zeros((2, 2, 3, 2)), stride=0)
-    y, cache = conv_transpose2d_forward(x, np.zeros((2, 2, 3, 2)), stride=2)
+    _y, cache = conv_transpose2d_forward(x, np.zeros((2, 2, 3, 2)), stride=2)
     with pytest.raises(ShapeError, match=r"dy has shape \(2, 6, 8, 3\), expected \(2, 6, 8, 2\)"):
         conv_transpose2d_backward(np.zeros((2, 6, 8, 3)), cache)

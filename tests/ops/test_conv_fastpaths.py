@@ -22,7 +22,7 @@ from cnnkit.ops.im2row import im2row, row2im
     ],
 )
 @pytest.mark.parametrize("limit", [1, 700, 4000])
-def test_chunked_equals_whole_batch(rng: np.random.Generator, shape, kernel, stride, padding, groups, limit) -> None:  # noqa: ANN001
+def test_chunked_equals_whole_batch(rng: np.random.Generator, shape, kernel, stride, padding, groups, limit) -> None:
     x = rng.standard_normal(shape)
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     w = rng.standard_normal((kh, kw, shape[3] // groups, 6))
@@ -33,7 +33,7 @@ def test_chunked_equals_whole_batch(rng: np.random.Generator, shape, kernel, str
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
     for got, ref in zip(conv2d_backward(dy, c), conv2d_backward(dy, c_ref)):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
-    dx, dw, db = conv2d_backward(dy, c, need_dx=False)
+    dx, dw, _db = conv2d_backward(dy, c, need_dx=False)
     assert dx is None
     np.testing.assert_allclose(dw, conv2d_backward(dy, c_ref)[1], rtol=1e-12, atol=1e-12)
 
@@ -45,7 +45,7 @@ def test_chunking_really_happens(rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize("shape,kernel", [((2, 4, 5, 3), (1, 1)), ((2, 4, 5, 3), (4, 5)), ((1, 1, 1, 7), (1, 1))])
-def test_reshape_rows_match_im2row(rng: np.random.Generator, shape, kernel) -> None:  # noqa: ANN001
+def test_reshape_rows_match_im2row(rng: np.random.Generator, shape, kernel) -> None:
     x = rng.standard_normal(shape)
     win = window(shape[1:3], kernel)
     assert _is_reshape(win, shape)

@@ -17,7 +17,7 @@ def test_pair() -> None:
     with pytest.raises(ShapeError, match="k must be an int or a pair"):
         pair((1, 2, 3), "k")
     with pytest.raises(ShapeError, match="stride"):
-        pair(None, "stride")  # type: ignore[arg-type]
+        pair(None, "stride")  # type: ignore[arg-type]  # a wrong argument on purpose
     assert positive_pair(1, "stride") == (1, 1)
     with pytest.raises(ShapeError, match=r"dilation must be >= 1, got \(1, 0\)"):
         positive_pair((1, 0), "dilation")
@@ -37,7 +37,7 @@ def test_pair() -> None:
         ("VALID", (0, 0, 0, 0)),
     ],
 )
-def test_resolve_explicit_padding(padding, expected) -> None:  # noqa: ANN001
+def test_resolve_explicit_padding(padding, expected) -> None:
     assert resolve_padding(padding, (7, 8), (3, 3), (1, 1), (1, 1)) == expected
 
 
@@ -118,7 +118,7 @@ def test_ceil_mode_matches_pytorch_pooling() -> None:
     for size in range(3, 12):
         for k in (2, 3):
             for stride in (1, 2, 3):
-                for pad in range(0, k // 2 + 1):
+                for pad in range(k // 2 + 1):
                     x = torch.zeros(1, 1, size, size)
                     pool = torch.nn.functional.max_pool2d(x, k, stride, pad, ceil_mode=True)
                     assert out_size(size, k, stride, 1, pad, pad, ceil_mode=True) == pool.shape[-1], (size, k, stride, pad)
@@ -149,7 +149,7 @@ def test_errors_name_the_shapes() -> None:
     with pytest.raises(ShapeError, match="2 entries"):
         resolve_padding((1, 2, 3), (5, 5), (3, 3), (1, 1), (1, 1))
     with pytest.raises(ShapeError, match="padding"):
-        resolve_padding(1.5, (5, 5), (3, 3), (1, 1), (1, 1))  # type: ignore[arg-type]
+        resolve_padding(1.5, (5, 5), (3, 3), (1, 1), (1, 1))  # type: ignore[arg-type]  # a wrong argument on purpose
     with pytest.raises(ShapeError, match="kernel_size must be >= 1"):
         window((5, 5), 0)
     with pytest.raises(ShapeError, match="stride must be >= 1"):

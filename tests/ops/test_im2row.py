@@ -28,7 +28,7 @@ GRID = [
 ]
 
 
-def slow_im2row(x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:  # noqa: ANN001
+def slow_im2row(x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
     """Loop reference: row (n, i_out, j_out), column (i, j, c), zero outside the input."""
     n, h, w, c = x.shape
     win = window((h, w), kernel, stride, padding, dilation)
@@ -48,7 +48,7 @@ def slow_im2row(x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation", GRID)
-def test_im2row_matches_loop_reference(rng: np.random.Generator, kernel, stride, padding, dilation) -> None:  # noqa: ANN001
+def test_im2row_matches_loop_reference(rng: np.random.Generator, kernel, stride, padding, dilation) -> None:
     x = rng.standard_normal((2, 5, 6, 3))
     rows, win = im2row(x, kernel, stride, padding, dilation)
     ref = slow_im2row(x, kernel, stride, padding, dilation)
@@ -58,7 +58,7 @@ def test_im2row_matches_loop_reference(rng: np.random.Generator, kernel, stride,
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_im2row_keeps_dtype(dtype) -> None:  # noqa: ANN001
+def test_im2row_keeps_dtype(dtype) -> None:
     x = np.ones((1, 4, 4, 2), dtype=dtype)
     rows, _ = im2row(x, 3, padding=1)
     assert rows.dtype == dtype
@@ -72,7 +72,7 @@ def test_im2row_pad_value() -> None:
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation", GRID)
-def test_row2im_is_adjoint_of_im2row(rng: np.random.Generator, kernel, stride, padding, dilation) -> None:  # noqa: ANN001
+def test_row2im_is_adjoint_of_im2row(rng: np.random.Generator, kernel, stride, padding, dilation) -> None:
     """<im2row(x), r> == <x, row2im(r)> for random x and r (eq. 15.49 is the transpose of eq. 15.40)."""
     x = rng.standard_normal((2, 5, 6, 3))
     rows, win = im2row(x, kernel, stride, padding, dilation)
@@ -83,7 +83,7 @@ def test_row2im_is_adjoint_of_im2row(rng: np.random.Generator, kernel, stride, p
 
 
 @pytest.mark.parametrize("kernel,stride,padding,dilation", GRID)
-def test_row2im_counts_window_membership(kernel, stride, padding, dilation) -> None:  # noqa: ANN001
+def test_row2im_counts_window_membership(kernel, stride, padding, dilation) -> None:
     """row2im of all-ones rows counts, per pixel, how many windows copied it (|m^{-1}|)."""
     x_shape = (1, 5, 6, 2)
     rows, win = im2row(np.ones(x_shape), kernel, stride, padding, dilation)

@@ -25,7 +25,7 @@ GRID = list(itertools.product([(2, 2), (3, 3), (2, 3)], [1, 2, 3], [0, 1], [1, 2
 @needs_numba
 @pytest.mark.parametrize("kernel,stride,padding,dilation", GRID)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_row2im_kernel_matches_numpy(rng: np.random.Generator, kernel, stride, padding, dilation, dtype) -> None:  # noqa: ANN001
+def test_row2im_kernel_matches_numpy(rng: np.random.Generator, kernel, stride, padding, dilation, dtype) -> None:
     shape = (2, 9, 8, 3)
     rows, win = im2row(rng.standard_normal(shape).astype(dtype), kernel, stride, padding, dilation)
     r = rng.standard_normal(rows.shape).astype(dtype)
@@ -37,7 +37,7 @@ def test_row2im_kernel_matches_numpy(rng: np.random.Generator, kernel, stride, p
 @needs_numba
 @pytest.mark.parametrize("kernel,stride,padding,dilation", GRID)
 @pytest.mark.parametrize("ceil_mode", [False, True])
-def test_maxpool_kernel_matches_numpy(rng: np.random.Generator, kernel, stride, padding, dilation, ceil_mode) -> None:  # noqa: ANN001
+def test_maxpool_kernel_matches_numpy(rng: np.random.Generator, kernel, stride, padding, dilation, ceil_mode) -> None:
     if padding > min(kernel) // 2:
         pytest.skip("padding must be at most half the kernel")
     x = rng.integers(0, 4, size=(2, 9, 8, 3)).astype(np.float64)  # many ties: first maximum must win

@@ -175,7 +175,7 @@ def test_errors(rng):
     with pytest.raises(ShapeError, match=r"dy has shape \(2, 4\), expected \(2, 3\)"):
         linear_backward(np.ones((2, 4)), cache)
     with pytest.raises(StateError):
-        linear_backward(np.ones((2, 3)), None)  # type: ignore[arg-type]
+        linear_backward(np.ones((2, 3)), None)  # type: ignore[arg-type]  # a wrong argument on purpose
     with pytest.raises(ShapeError, match=r"\(12, out\) for in_shape \(2, 2, 3\)"):
         fc_to_conv(np.ones((10, 2)), None, (2, 2, 3))
     with pytest.raises(ShapeError, match="in_shape"):

@@ -33,7 +33,7 @@ def _shapes(hw, k, s, pad, d, c_in, c_out):
 def _reference(x, w, b, win):
     """One kernel per output position, by a plain loop over positions."""
     n = x.shape[0]
-    ho, wo, kh, kw, c_in, c_out = w.shape
+    ho, wo, kh, kw, _c_in, c_out = w.shape
     t, bo, l, r = win.pads
     xp_ = np.pad(x, ((0, 0), (t, bo), (l, r), (0, 0)))
     (sh, sw), (dh, dw) = win.stride, win.dilation
@@ -151,4 +151,4 @@ def test_errors(rng):
     with pytest.raises(ShapeError, match=r"expected \(1, 2, 2, 1\)"):
         locally_connected2d_backward(np.ones((1, 2, 2, 2)), cache)
     with pytest.raises(StateError):
-        locally_connected2d_backward(np.ones((1, 2, 2, 1)), None)  # type: ignore[arg-type]
+        locally_connected2d_backward(np.ones((1, 2, 2, 1)), None)  # type: ignore[arg-type]  # a wrong argument on purpose

@@ -11,7 +11,7 @@ from cnnkit.ops import loss as L
 from tests.oracle import assert_close, require_torch
 
 
-def _grad_error(fwd, bwd, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6, **kw) -> float:  # noqa: ANN001
+def _grad_error(fwd, bwd, pred: np.ndarray, target: np.ndarray, eps: float = 1e-6, **kw) -> float:
     value, cache = fwd(pred, target, **kw)
     assert isinstance(value, float)
     g = bwd(cache)
@@ -28,7 +28,7 @@ CE_SHAPES = [((5, 4), (5,)), ((3, 1, 1, 6), (3,)), ((3, 1, 1, 6), (3, 1, 1)), ((
 
 
 @pytest.mark.parametrize("x_shape,l_shape", CE_SHAPES, ids=str)
-def test_softmax_cross_entropy_gradcheck(x_shape, l_shape, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_softmax_cross_entropy_gradcheck(x_shape, l_shape, rng: np.random.Generator) -> None:
     x = 2 * rng.standard_normal(x_shape)
     labels = _labels(rng, l_shape, x_shape[-1])
     err = _grad_error(L.softmax_cross_entropy_forward, L.softmax_cross_entropy_backward, x, labels)
@@ -36,7 +36,7 @@ def test_softmax_cross_entropy_gradcheck(x_shape, l_shape, rng: np.random.Genera
 
 
 @pytest.mark.parametrize("x_shape", [(5, 4), (2, 2, 3, 3)], ids=str)
-def test_softmax_cross_entropy_soft_targets_gradcheck(x_shape, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_softmax_cross_entropy_soft_targets_gradcheck(x_shape, rng: np.random.Generator) -> None:
     x = 2 * rng.standard_normal(x_shape)
     t = rng.uniform(size=x_shape)
     t /= t.sum(axis=-1, keepdims=True)
@@ -50,7 +50,7 @@ HINGE_CASES = [{"margin": 1.0, "p": 1}, {"margin": 1.0, "p": 2}, {"margin": 0.5,
 
 @pytest.mark.parametrize("kw", HINGE_CASES, ids=str)
 @pytest.mark.parametrize("x_shape,l_shape", [((6, 5), (6,)), ((2, 1, 1, 4), (2,)), ((2, 2, 2, 3), (2, 2, 2))], ids=str)
-def test_multi_margin_gradcheck(x_shape, l_shape, kw, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_multi_margin_gradcheck(x_shape, l_shape, kw, rng: np.random.Generator) -> None:
     x = rng.standard_normal(x_shape)
     labels = _labels(rng, l_shape, x_shape[-1])
     # keep every margin term clear of its kink at 0
@@ -80,7 +80,7 @@ REGRESSION = {
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 3, 2), (5,)], ids=str)
 @pytest.mark.parametrize("name", list(REGRESSION))
-def test_regression_gradcheck(name: str, shape, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_regression_gradcheck(name: str, shape, rng: np.random.Generator) -> None:
     fwd, bwd = REGRESSION[name]
     if name == "msle":
         p, t = rng.uniform(-0.5, 3.0, size=shape), rng.uniform(-0.5, 3.0, size=shape)
@@ -114,11 +114,11 @@ def test_regression_worked_numbers() -> None:
 
 
 # ------------------------------------------------------------------------------ PyTorch oracle
-def _t(torch, a: np.ndarray, grad: bool = False):  # noqa: ANN001, ANN202
+def _t(torch, a: np.ndarray, grad: bool = False):
     return torch.tensor(np.ascontiguousarray(a), requires_grad=grad)
 
 
-def _compare(value: float, g: np.ndarray, tv, tx, dtype) -> None:  # noqa: ANN001
+def _compare(value: float, g: np.ndarray, tv, tx, dtype) -> None:
     tv.backward()
     assert_close(value, tv.item(), dtype)
     assert_close(g, tx.grad.numpy(), dtype)
@@ -127,7 +127,7 @@ def _compare(value: float, g: np.ndarray, tv, tx, dtype) -> None:  # noqa: ANN00
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("x_shape,l_shape", CE_SHAPES[:4], ids=str)
-def test_cross_entropy_oracle(x_shape, l_shape, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_cross_entropy_oracle(x_shape, l_shape, dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     x = (3 * rng.standard_normal(x_shape)).astype(dtype)
     labels = _labels(rng, l_shape, x_shape[-1])
@@ -142,7 +142,7 @@ def test_cross_entropy_oracle(x_shape, l_shape, dtype, rng: np.random.Generator)
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cross_entropy_probability_targets_oracle(dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_cross_entropy_probability_targets_oracle(dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     x = (3 * rng.standard_normal((6, 5))).astype(dtype)
     t = rng.uniform(size=(6, 5)).astype(dtype)
@@ -155,7 +155,7 @@ def test_cross_entropy_probability_targets_oracle(dtype, rng: np.random.Generato
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kw", HINGE_CASES, ids=str)
-def test_multi_margin_oracle(kw, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_multi_margin_oracle(kw, dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     x = rng.standard_normal((8, 5)).astype(dtype)
     labels = _labels(rng, (8,), 5)
@@ -165,7 +165,7 @@ def test_multi_margin_oracle(kw, dtype, rng: np.random.Generator) -> None:  # no
     _compare(value, L.multi_margin_backward(cache), tv, tx, dtype)
 
 
-def _torch_regression(torch, name: str, tp, tt):  # noqa: ANN001, ANN202
+def _torch_regression(torch, name: str, tp, tt):
     F = torch.nn.functional
     if name == "l2":
         return 0.5 * ((tt - tp) ** 2).sum() / tp.shape[0]
@@ -181,7 +181,7 @@ def _torch_regression(torch, name: str, tp, tt):  # noqa: ANN001, ANN202
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", list(REGRESSION))
-def test_regression_oracle(name: str, dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_regression_oracle(name: str, dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     fwd, bwd = REGRESSION[name]
     shape = (4, 3, 2, 2)
@@ -198,7 +198,7 @@ def test_regression_oracle(name: str, dtype, rng: np.random.Generator) -> None: 
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_bce_oracle(dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
+def test_bce_oracle(dtype, rng: np.random.Generator) -> None:
     torch = require_torch()
     F = torch.nn.functional
     x = (4 * rng.standard_normal((5, 2, 2, 3))).astype(dtype)
@@ -221,7 +221,7 @@ def test_bce_oracle(dtype, rng: np.random.Generator) -> None:  # noqa: ANN001
 
 # ------------------------------------------------------------------------------ stability
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cross_entropy_huge_logits(dtype) -> None:  # noqa: ANN001
+def test_cross_entropy_huge_logits(dtype) -> None:
     x = np.array([[1e4, 0.0, -1e4], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4], [-1e4, -1e4, -1e4]], dtype=dtype)
     labels = np.array([0, 0, 1, 2])
     with np.errstate(over="raise", invalid="raise", divide="raise"):
@@ -282,9 +282,9 @@ def test_regression_shape_validation(name: str) -> None:
 
 
 def test_msle_and_bce_domain() -> None:
-    with pytest.raises(ValueError, match="prediction.*> -1"):
+    with pytest.raises(ValueError, match=r"prediction.*> -1"):
         L.msle_forward(np.array([0.5, -1.0]), np.array([0.0, 0.0]))
-    with pytest.raises(ValueError, match="target.*> -1"):
+    with pytest.raises(ValueError, match=r"target.*> -1"):
         L.msle_forward(np.array([0.5, 1.0]), np.array([0.0, -2.0]))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         L.bce_forward(np.array([0.5, 1.5]), np.array([0.0, 1.0]))

@@ -263,4 +263,4 @@ def test_errors(rng):
     with pytest.raises(ShapeError, match=r"dy has shape \(4, 2\), expected \(4, 3\)"):
         batch_norm_backward(np.ones((4, 2)), cache)
     with pytest.raises(StateError):
-        batch_norm_backward(np.ones((4, 3)), None)  # type: ignore[arg-type]
+        batch_norm_backward(np.ones((4, 3)), None)  # type: ignore[arg-type]  # a wrong argument on purpose

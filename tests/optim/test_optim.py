@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ SHAPES = {"w": (3, 4), "b": (4,), "k": (2, 2, 3, 2)}
 class FakeModel:
     """The smallest thing an optimiser drives: params/grads dicts (and optionally no_decay)."""
 
-    def __init__(self, params: dict[str, np.ndarray], no_decay: Optional[set[str]] = None) -> None:
+    def __init__(self, params: dict[str, np.ndarray], no_decay: set[str] | None = None) -> None:
         self.params = params
         self.grads = {k: np.zeros_like(v) for k, v in params.items()}
         if no_decay is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -62,8 +62,8 @@ def test_constant_lr() -> None:
 
 def test_step_sets_optimizer_lr() -> None:
     class Model:
-        params = {"w": np.zeros(2)}
-        grads = {"w": np.zeros(2)}
+        params: ClassVar[dict[str, np.ndarray]] = {"w": np.zeros(2)}
+        grads: ClassVar[dict[str, np.ndarray]] = {"w": np.zeros(2)}
 
     opt = SGD(Model(), lr=1.0)
     sched = StepLR(0.1, 2, 0.5)

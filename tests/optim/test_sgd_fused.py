@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cnnkit import jit
 from cnnkit.models import create
 from cnnkit.nn import SoftmaxCrossEntropy
-from cnnkit import jit
 from cnnkit.optim import SGD
 
 pytestmark = pytest.mark.skipif(not jit.HAVE_NUMBA, reason="numba not installed (extra 'fast')")
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not jit.HAVE_NUMBA, reason="numba not installed 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
-def test_fused_sgd_is_bit_identical(dtype, weight_decay: float) -> None:  # noqa: ANN001
+def test_fused_sgd_is_bit_identical(dtype, weight_decay: float) -> None:
     spec = "conv5x5x1x4,bn,relu,pool2,conv5x5x4x8,pool2,conv4x4x8x10"
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 28, 28, 1)).astype(dtype)

@@ -14,16 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import pytest
 
 from cnnkit.models import create
-from cnnkit.serialize import load_arrays
 from cnnkit.models.file import load_model, save_model
 from cnnkit.nn import SoftmaxCrossEntropy
+from cnnkit.serialize import load_arrays
 from cnnkit.train import TrainConfig, Trainer, TrainingDiverged, evaluate
 from cnnkit.train.metrics import topk_wrong
 from tests.data import real_data_dir
@@ -36,7 +37,7 @@ RECORD_KEYS = {"epoch", "lr", "seconds", "images_per_s", "train_loss", "train_to
                "test_loss", "test_top1_error", "test_top5_error"}
 
 
-class _Stop(Exception):
+class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Stands for an interruption (Ctrl-C, a crash) in the middle of a run."""
 
 
@@ -55,7 +56,7 @@ def _trainer(
     out: Path,
     data: tuple,
     spec: str = TINY,
-    log: Optional[Callable[[str], None]] = None,
+    log: Callable[[str], None] | None = None,
     with_test: bool = True,
     **overrides: Any,
 ) -> Trainer:
@@ -122,7 +123,7 @@ def test_resume_is_bit_identical(tmp_path: Path, toy: tuple, spec: str, where: s
                 raise _Stop
             real_step()
 
-        first.optimizer.step = step  # type: ignore[method-assign]
+        first.optimizer.step = step  # type: ignore[method-assign]  # a stand-in for the method
     with pytest.raises(_Stop):
         first.run()
     done = int(load_arrays(out / "checkpoint.npz")[1]["epoch"])
@@ -237,7 +238,7 @@ def test_non_finite_weights_after_the_last_step_are_not_checkpointed(tmp_path: P
         real_step()
         tr.model.params["2.weight"][0, 0, 0, 0] = np.nan
 
-    tr.optimizer.step = step  # type: ignore[method-assign]
+    tr.optimizer.step = step  # type: ignore[method-assign]  # a stand-in for the method
     with np.errstate(all="ignore"), pytest.raises(TrainingDiverged, match="non-finite in epoch 1") as info:
         tr.run()
     assert "parameter 2.weight" in str(info.value)
@@ -284,7 +285,7 @@ def test_run_directory_files(tmp_path: Path, toy: tuple) -> None:
     pytest.importorskip("matplotlib")
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # model.npz predicts exactly what the trained model predicts
-    loaded, _, meta = load_model(out / "model.npz")
+    loaded, _, _meta = load_model(out / "model.npz")
     x_test = toy[2]
     assert np.array_equal(loaded.forward(x_test, train=False), tr.model.forward(x_test, train=False))
     again = evaluate(loaded, SoftmaxCrossEntropy(), x_test, toy[3], tr.config.eval_batch_size)
@@ -364,7 +365,7 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path: Path, spec: str) -> None
     data_dir = real_data_dir()
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("ref", "run", "resume")}
+    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("ref", "run", "resume")}  # noqa: SIM115 - closed in the finally below
     try:
         # the uninterrupted run and the victim run side by side
         ref = subprocess.Popen(_cli(ref_dir, spec, data_dir), cwd=tmp_path, env=env, stdout=logs["ref"], stderr=subprocess.STDOUT)

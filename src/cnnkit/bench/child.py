@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cnnkit.bench import harness
 from cnnkit.bench.engines import Engine, get_engine, installed_engines
@@ -27,7 +28,7 @@ def _error(msg: str, code: int) -> int:
     return code
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         return _error(f"expected one argument, a JSON job; got {len(args)}", 2)

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cnnkit.bench.engines import Engine
 from cnnkit.bench.jobs import ChildError, Job, run_in_child

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -13,14 +12,14 @@ class BenchOptions:
     child process; ``scaling``: the scaling curves, drawn to ``plot`` (a PNG path; None: no plot); ``json``:
     write the results there."""
 
-    threads: Optional[int] = None
+    threads: int | None = None
     min_time: float = 1.0
     no_torch: bool = False
     no_layers: bool = False
     memory: bool = False
     scaling: bool = False
-    plot: Optional[str] = "bench_scaling.png"
-    json: Optional[str] = None
+    plot: str | None = "bench_scaling.png"
+    json: str | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 
 class Column(NamedTuple):
@@ -28,11 +28,11 @@ class Row:
     name: str
     unit: str
     cnnkit: float
-    torch_nchw: Optional[float] = None
-    torch_cl: Optional[float] = None
+    torch_nchw: float | None = None
+    torch_cl: float | None = None
 
     @property
-    def torch_best(self) -> Optional[float]:
+    def torch_best(self) -> float | None:
         """PyTorch's better layout: the higher throughput, or the lower memory (unit MiB)."""
         vals = [v for v in (self.torch_nchw, self.torch_cl) if v is not None]
         if not vals:
@@ -40,7 +40,7 @@ class Row:
         return min(vals) if self.unit == "MiB" else max(vals)
 
     @property
-    def ratio(self) -> Optional[float]:
+    def ratio(self) -> float | None:
         best = self.torch_best
         return self.cnnkit / best if best else None
 
@@ -49,7 +49,7 @@ class Row:
                 "torch_channels_last": self.torch_cl, "ratio": self.ratio}
 
 
-def _fmt(v: Optional[float]) -> str:
+def _fmt(v: float | None) -> str:
     return "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.2f}")
 
 
@@ -88,8 +88,8 @@ def format_scaling_table(curves: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def results_json(info: dict[str, Any], sgemm_gflops: float, rows: list[Row], memory: Optional[dict[str, Any]] = None,
-                 scaling: Optional[dict[str, list[dict]]] = None) -> dict[str, Any]:
+def results_json(info: dict[str, Any], sgemm_gflops: float, rows: list[Row], memory: dict[str, Any] | None = None,
+                 scaling: dict[str, list[dict]] | None = None) -> dict[str, Any]:
     """The JSON-able results: ``info``, ``sgemm_gflops``, ``memory`` (with --memory), ``rows``, ``scaling`` (with --scaling)."""
     results: dict[str, Any] = {"info": info, "sgemm_gflops": sgemm_gflops}
     if memory is not None:

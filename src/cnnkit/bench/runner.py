@@ -4,7 +4,8 @@ logged as it goes, then the tables and the JSON file."""
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

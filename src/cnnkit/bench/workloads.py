@@ -114,7 +114,7 @@ def conv_layers(net: str, spec: str, input_shape: Shape, batch: int) -> list[Con
     """Every convolution of a network string, in order."""
     tokens = parse(spec)
     outs = infer_shapes(tokens, input_shape)
-    ins = [tuple(input_shape)] + outs[:-1]
+    ins = [tuple(input_shape), *outs[:-1]]
     convs = [(t, i, o) for t, i, o in zip(tokens, ins, outs) if t.kind == "conv"]
     return [ConvLayer(net, t.text, t.args, _hwc(i), _hwc(o), batch, n == 0) for n, (t, i, o) in enumerate(convs)]
 

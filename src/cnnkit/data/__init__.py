@@ -13,6 +13,8 @@ Loading is host-side I/O, so this package builds NumPy arrays directly; only
 
 from __future__ import annotations
 
+from typing import Any
+
 from cnnkit.data.batches import iterate_minibatches, num_batches
 from cnnkit.data.checksum import check_file, file_digest
 from cnnkit.data.cifar import (
@@ -36,15 +38,15 @@ from cnnkit.data.registry import DATASETS, DatasetSpec, FileSpec, FileStatus, ge
 from cnnkit.data.subset import example_range, first_n, parse_subset
 
 
-def load_dataset(name: str, split: str = "train", data_dir: str | None = None, **kwargs: object) -> Dataset:
+def load_dataset(name: str, split: str = "train", data_dir: str | None = None, **kwargs: Any) -> Dataset:
     """Load a registered dataset by name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
 
     ``kwargs`` go to the loader (``verify``, ``download``; for CIFAR-10 also ``format``, ``extract``).
     """
     spec = get_spec(name)
     if spec.name == "cifar10":
-        return load_cifar10(split, data_dir, **kwargs)  # type: ignore[arg-type]
-    return load_mnist(split, data_dir, dataset=spec, **kwargs)  # type: ignore[arg-type]
+        return load_cifar10(split, data_dir, **kwargs)
+    return load_mnist(split, data_dir, dataset=spec, **kwargs)
 
 
 __all__ = [

@@ -21,7 +21,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
     return h.hexdigest()
 
 
-def _update_from(h: "hashlib._Hash", f: BinaryIO) -> None:
+def _update_from(h: hashlib._Hash, f: BinaryIO) -> None:
     while chunk := f.read(CHUNK):
         h.update(chunk)
 

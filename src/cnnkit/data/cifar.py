@@ -15,6 +15,7 @@ globals an ndarray needs and refuses everything else with :class:`UnsafePickleEr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -23,6 +24,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +73,14 @@ def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
     return text.encode("latin-1")
 
 
-def _numpy_reconstruct() -> Callable[..., np.ndarray]:
+def _numpy_reconstruct() -> Callable[..., object]:
+    """numpy's ``_reconstruct`` (it builds an ndarray; numpy's stubs type its result as object)."""
     try:
         from numpy._core.multiarray import _reconstruct  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
+        from numpy.core.multiarray import _reconstruct as _reconstruct_1x
+
+        return _reconstruct_1x
     return _reconstruct
 
 
@@ -192,7 +197,8 @@ def _read(path: str | os.PathLike) -> bytes:
 def _decode_meta(data: bytes, source: str, fmt: str) -> tuple[str, ...]:
     if fmt == "binary":
         return tuple(line.strip() for line in data.decode("utf-8").splitlines() if line.strip())
-    names = _key(restricted_unpickle(data, source), "label_names", source)  # type: ignore[arg-type]
+    meta: Any = restricted_unpickle(data, source)  # unpickled content, not type-checked here
+    names: Any = _key(meta, "label_names", source)
     return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
 
 
@@ -321,10 +327,8 @@ def _open_source(
     if verify:
         check_file(archive, archive_spec.size, archive_spec.md5)
     if extract:
-        try:
+        with contextlib.suppress(PermissionError):  # a read-only location: read from the archive instead
             extract_archive(archive)
-        except PermissionError:
-            pass  # a read-only location: read from the archive instead
         if (archive.parent / dirname).is_dir():
             return _DirSource(archive.parent / dirname)
     return _TarSource(archive, dirname)

@@ -47,7 +47,8 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image."""
-        return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
+        _, h, w, c = self.images.shape  # 4-D: checked in __post_init__
+        return (int(h), int(w), int(c))
 
     def subset(self, indices: np.ndarray | slice, name: str | None = None) -> Dataset:
         """The examples at ``indices`` (an index array or a slice), as a new Dataset.

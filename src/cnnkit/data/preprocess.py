@@ -138,13 +138,14 @@ class Preprocessor:
             pre.std = np.asarray(d["std"], dtype=np.float32).copy()
         if pre.mode == "mean_image" and pre.mean is not None and pre.mean.ndim != 3:
             raise ShapeError(f"Preprocessor.from_dict: mean_image 'mean' must be (H, W, C), got {pre.mean.shape}")
-        if pre.mode == "per_channel" and pre.mean is not None:
-            if pre.std is None or pre.mean.ndim != 1 or pre.std.shape != pre.mean.shape:
-                got = None if pre.std is None else pre.std.shape
-                raise ShapeError(
-                    f"Preprocessor.from_dict: per_channel needs 'mean' and 'std' of shape (C,), got "
-                    f"{pre.mean.shape} and {got}"
-                )
+        if pre.mode == "per_channel" and pre.mean is not None and (
+            pre.std is None or pre.mean.ndim != 1 or pre.std.shape != pre.mean.shape
+        ):
+            got = None if pre.std is None else pre.std.shape
+            raise ShapeError(
+                f"Preprocessor.from_dict: per_channel needs 'mean' and 'std' of shape (C,), got "
+                f"{pre.mean.shape} and {got}"
+            )
         return pre
 
     def __repr__(self) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from cnnkit.experiment.ex15_6 import PARTS, Job, plan
 from cnnkit.experiment.report import write_report
@@ -35,14 +36,14 @@ def estimated_cost(cfg: dict) -> float:
 def run_ex15_6(
     out: str | Path,
     parts: tuple[str, ...] = PARTS,
-    data_dir: Optional[str] = None,
+    data_dir: str | None = None,
     executor: str = "local",
-    workers: Optional[int] = None,
-    threads: Optional[int] = None,
-    address: Optional[str] = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    address: str | None = None,
     epochs: int = 20,
-    max_train: Optional[int] = None,
-    test_limit: Optional[int] = None,
+    max_train: int | None = None,
+    test_limit: int | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run (or finish) exercise 15.6's parts into ``out`` and write its report; returns report.md's path.

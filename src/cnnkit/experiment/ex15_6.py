@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 from cnnkit.train import TrainConfig
 
@@ -46,7 +45,7 @@ class Entry:
 
     label: str
     job: str
-    x: Optional[float] = None  # the value plotted on a curve (training-set size, multiplier)
+    x: float | None = None  # the value plotted on a curve (training-set size, multiplier)
 
 
 def _mult(s: float) -> str:
@@ -65,8 +64,8 @@ def job_key(c: TrainConfig) -> str:
 def plan(
     parts: tuple[str, ...] = PARTS,
     epochs: int = 20,
-    max_train: Optional[int] = None,
-    test_limit: Optional[int] = None,
+    max_train: int | None = None,
+    test_limit: int | None = None,
 ) -> tuple[dict[str, Job], dict[str, list[Entry]]]:
     """The jobs (deduplicated, keyed) and, per part, its table rows.
 
@@ -79,10 +78,10 @@ def plan(
     jobs: dict[str, Job] = {}
     table: dict[str, list[Entry]] = {}
 
-    def add(part: str, label: str, model: str, n: Optional[int] = 10000, rng: Optional[tuple[int, int]] = None,
-            seed: int = 0, x: Optional[float] = None) -> None:
+    def add(part: str, label: str, model: str, n: int | None = 10000, rng: tuple[int, int] | None = None,
+            seed: int = 0, x: float | None = None) -> None:
         if rng is not None and rng[0] == 1:  # examples 1-N are the first N: the same job as (f), (g), (i), (j)'s
-            rng, n = None, rng[1]
+            n, rng = rng[1], None
         if rng is not None:
             first, last = rng
             if max_train:

@@ -7,7 +7,7 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from cnnkit.experiment.ex15_6 import TITLES, Entry
 from cnnkit.serialize import atomic_write_bytes, atomic_write_text
@@ -29,7 +29,7 @@ DEVIATIONS = [
 ]
 
 
-def _pct(v: Optional[float]) -> str:
+def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
@@ -84,7 +84,8 @@ def commentary(part: str, entries: list[Entry], results: dict[str, dict]) -> lis
             drops = [(pts[i + 1][0], pts[i][1] - pts[i + 1][1]) for i in range(len(pts) - 1)]
             rises = [n for n, d in drops if d < 0]
             if rises:
-                out.append("Error did not fall at every step: it rose when going to " + ", ".join(f"{int(n):,}" for n in rises) + " examples.")
+                out.append("Error did not fall at every step: it rose when going to " + ", ".join(f"{int(n):,}" for n in rises)
+                           + " examples.")
         return out
     if len(rows) >= 2:
         gap = worst_r["test_error"] - best_r["test_error"]
@@ -92,8 +93,8 @@ def commentary(part: str, entries: list[Entry], results: dict[str, dict]) -> lis
         out.append(f"Best: {best_e.label} at {100 * best_r['test_error']:.2f}% test error; worst: {worst_e.label} at "
                    f"{100 * worst_r['test_error']:.2f}% ({100 * gap:.2f} points, {100 * rel:.0f}% relative).")
     if part == "f":
-        pts = sorted((e.x, r["test_error"], e.label) for e, r in rows if e.x)
-        order = " < ".join(lbl for _, _, lbl in sorted(pts, key=lambda t: t[1]))
+        labelled = sorted((e.x, r["test_error"], e.label) for e, r in rows if e.x)
+        order = " < ".join(lbl for _, _, lbl in sorted(labelled, key=lambda t: t[1]))
         out.append(f"Ordered by test error: {order}.")
     if part in ("b", "c", "d", "e", "f", "j"):
         gaps = [(e.label, r["test_error"] - r["train_error"]) for e, r in rows if r.get("train_error") is not None]

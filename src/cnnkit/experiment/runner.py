@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from cnnkit.serialize import atomic_write_text
 
@@ -22,7 +23,7 @@ def result_path(exp_dir: str | Path, key: str) -> Path:
     return Path(exp_dir) / "runs" / key / "result.json"
 
 
-def load_result(exp_dir: str | Path, key: str, config: dict) -> Optional[dict]:
+def load_result(exp_dir: str | Path, key: str, config: dict) -> dict | None:
     """The stored result of a finished job with this configuration, else None."""
     path = result_path(exp_dir, key)
     if not path.exists():
@@ -46,10 +47,10 @@ def _checkpoint_epoch(path: Path) -> int:
         return 0
 
 
-def run_job(key: str, config: dict, exp_dir: str, data_dir: Optional[str], threads: Optional[int] = None) -> dict:
+def run_job(key: str, config: dict, exp_dir: str, data_dir: str | None, threads: int | None = None) -> dict:
     """Train one job (resuming its checkpoint if any) and record its result. Runs in a worker."""
-    from cnnkit.train.run import train
     from cnnkit.train import TrainConfig
+    from cnnkit.train.run import train
 
     limiter = None
     if threads:
@@ -120,7 +121,7 @@ class Progress:
     """
 
     def __init__(self, total: int, workers: int, log: Callable[[str], None],
-                 costs: Optional[dict[str, float]] = None) -> None:
+                 costs: dict[str, float] | None = None) -> None:
         self.total, self.workers, self.log = total, workers, log
         self.costs = costs
         self.done = 0
@@ -160,8 +161,8 @@ class Progress:
 
 
 def run_local(
-    jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: Optional[str], workers: int, threads: int,
-    log: Callable[[str], None] = print, costs: Optional[dict[str, float]] = None,
+    jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: str | None, workers: int, threads: int,
+    log: Callable[[str], None] = print, costs: dict[str, float] | None = None,
 ) -> dict[str, dict]:
     """Run jobs in ``workers`` local processes with ``threads`` BLAS threads each (workers=1: in process)."""
     import multiprocessing as mp
@@ -208,8 +209,8 @@ def run_local(
 
 
 def run_ray(
-    jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: Optional[str], address: Optional[str], threads: int,
-    log: Callable[[str], None] = print, costs: Optional[dict[str, float]] = None,
+    jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: str | None, address: str | None, threads: int,
+    log: Callable[[str], None] = print, costs: dict[str, float] | None = None,
 ) -> dict[str, dict]:
     """Run jobs as Ray tasks on an existing cluster (``address``); Ray is an optional dependency.
 

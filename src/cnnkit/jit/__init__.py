@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
+numba: ModuleType | None
 try:  # pragma: no cover - depends on the environment
     if os.environ.get("CNNKIT_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
         raise ImportError("disabled by CNNKIT_JIT")
@@ -33,7 +36,7 @@ except ImportError:  # pragma: no cover
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "usable", "row2im_add", "maxpool_forward", "maxpool_backward", "maxpool_backward_disjoint", "sgd_momentum_"]
+__all__ = ["HAVE_NUMBA", "maxpool_backward", "maxpool_backward_disjoint", "maxpool_forward", "row2im_add", "sgd_momentum_", "usable"]
 
 
 def usable(*arrays: object) -> bool:
@@ -60,7 +63,7 @@ def _writable_dir(path: str) -> bool:
     return True
 
 
-def _choose_cache_dir(candidates: Iterable[Optional[str]]) -> Optional[str]:
+def _choose_cache_dir(candidates: Iterable[str | None]) -> str | None:
     """The first candidate directory that is writable (created if missing); None when none is.
 
     Empty or None candidates are skipped.
@@ -71,7 +74,7 @@ def _choose_cache_dir(candidates: Iterable[Optional[str]]) -> Optional[str]:
     return None
 
 
-def _private_tmp_dir() -> Optional[str]:
+def _private_tmp_dir() -> str | None:
     """``<tempdir>/cnnkit-numba-<uid>``, created 0o700; None when it cannot be made or belongs to someone else.
 
     The temporary directory is shared between users and numba unpickles what it finds in its cache, so on
@@ -89,12 +92,12 @@ def _private_tmp_dir() -> Optional[str]:
     return path
 
 
-def _numba_default_cache_dirs() -> list[Optional[str]]:
+def _numba_default_cache_dirs() -> list[str | None]:
     """Where numba caches without help: ``NUMBA_CACHE_DIR``, this package's ``__pycache__``, the user cache dir."""
     try:
         from numba.misc.appdirs import AppDirs
 
-        user_wide: Optional[str] = AppDirs(appname="numba", appauthor=False).user_cache_dir
+        user_wide: str | None = AppDirs(appname="numba", appauthor=False).user_cache_dir
     except ImportError:  # pragma: no cover - numba moved its helper
         user_wide = None
     in_tree = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
@@ -127,6 +130,6 @@ def kernel(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # The kernels; their modules import HAVE_NUMBA and kernel from this (by then initialised) package.
-from cnnkit.jit.optim import sgd_momentum_
-from cnnkit.jit.pool import maxpool_backward, maxpool_backward_disjoint, maxpool_forward
-from cnnkit.jit.scatter import row2im_add
+from cnnkit.jit.optim import sgd_momentum_  # noqa: E402 - imports HAVE_NUMBA and kernel from above
+from cnnkit.jit.pool import maxpool_backward, maxpool_backward_disjoint, maxpool_forward  # noqa: E402 - as above
+from cnnkit.jit.scatter import row2im_add  # noqa: E402 - as above

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from cnnkit.jit import HAVE_NUMBA, kernel
 
 __all__ = ["sgd_momentum_"]
 
+sgd_momentum_: Callable[..., Any] | None  # None without numba
 if HAVE_NUMBA:
 
     @kernel

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from cnnkit.jit import HAVE_NUMBA, kernel
 
-__all__ = ["maxpool_forward", "maxpool_backward", "maxpool_backward_disjoint"]
+__all__ = ["maxpool_backward", "maxpool_backward_disjoint", "maxpool_forward"]
 
+# None without numba
+maxpool_forward: Callable[..., Any] | None
+maxpool_backward: Callable[..., Any] | None
+maxpool_backward_disjoint: Callable[..., Any] | None
 if HAVE_NUMBA:
 
     @kernel

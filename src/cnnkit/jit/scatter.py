@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from cnnkit.jit import HAVE_NUMBA, kernel
 
 __all__ = ["row2im_add"]
 
+row2im_add: Callable[..., Any] | None  # None without numba
 if HAVE_NUMBA:
 
     @kernel

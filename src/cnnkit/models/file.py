@@ -6,7 +6,7 @@ the preprocessing statistics fitted on the training data.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +24,8 @@ def save_model(
     spec: str,
     input_shape: tuple[int, int, int],
     classes: list[str],
-    preprocess: Optional[dict] = None,
-    extra: Optional[dict] = None,
+    preprocess: dict | None = None,
+    extra: dict | None = None,
 ) -> None:
     """Write a model file: parameters, buffers, architecture, classes and preprocessing (atomically)."""
     arrays = state_arrays(model)

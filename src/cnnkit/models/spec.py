@@ -21,7 +21,7 @@ layer factory, costs and PyTorch equivalent) is one entry of :mod:`cnnkit.models
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -123,8 +123,8 @@ def infer_shapes(tokens: list[Token], input_shape: tuple[int, int, int]) -> list
 def build(
     spec: str | list[Token],
     input_shape: tuple[int, int, int],
-    rng: Optional[np.random.Generator] = None,
-    options: Optional[BuildOptions] = None,
+    rng: np.random.Generator | None = None,
+    options: BuildOptions | None = None,
 ) -> Sequential:
     """Build a :class:`~cnnkit.nn.Sequential` from a network string for inputs of ``input_shape`` (H, W, C).
 

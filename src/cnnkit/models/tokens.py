@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Cost:
     params: int = 0
     flops: int = 0
     workspace: int = 0
-    window: Optional[Window] = None
+    window: Window | None = None
     flattens: bool = False
 
 
@@ -101,7 +101,7 @@ def _numel(shape: Shape) -> int:
 def _spatial(shape: Shape, what: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise SpecError(f"{what} needs an H x W x C input, but the previous layer flattened it")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 class TokenKind:
@@ -167,10 +167,10 @@ class _Conv(TokenKind):
         return args
 
     def _window(self, args: dict[str, Any], shape: Shape) -> Window:
-        return window(shape[:2], args["kernel"], args["stride"], args["padding"], args["dilation"])
+        return window((shape[0], shape[1]), args["kernel"], args["stride"], args["padding"], args["dilation"])
 
     def output_shape(self, args: dict[str, Any], shape: Shape) -> Shape:
-        h, w, c = _spatial(shape, "a convolution")
+        _h, _w, c = _spatial(shape, "a convolution")
         if c != args["in"]:
             raise SpecError(f"the kernel expects {args['in']} input channels but {c} arrive (input {tuple(shape)})")
         win = self._window(args, shape)
@@ -218,7 +218,7 @@ class _Pool(TokenKind):
         return {"kernel": k, "stride": s, "padding": p}
 
     def _window(self, args: dict[str, Any], shape: Shape) -> Window:
-        return window(shape[:2], args["kernel"], args["stride"], args["padding"])
+        return window((shape[0], shape[1]), args["kernel"], args["stride"], args["padding"])
 
     def output_shape(self, args: dict[str, Any], shape: Shape) -> Shape:
         _spatial(shape, "pooling")

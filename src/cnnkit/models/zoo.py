@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnkit.models.spec import BuildOptions, SpecError, build, parse
+
+if TYPE_CHECKING:
+    from cnnkit.nn import Sequential
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class ModelDef:
 
 
 def _ch(c: int, s: float) -> int:
-    return max(1, int(round(c * s)))
+    return max(1, round(c * s))
 
 
 def base_spec(act: str = "relu", dropout: bool = False) -> str:
@@ -99,7 +102,7 @@ _VARIANT = re.compile(r"^(base|bn|sk(?:-(\d+(?:\.\d+)?))?)((?:-sigmoid|-dropout)
 
 def model_names() -> list[str]:
     """The named models (SK-s takes any multiplier: sk-0.2, sk-1.5 ...; book models take -sigmoid/-dropout)."""
-    return list(_fixed_models()) + ["sk-<s>", "<book model>-sigmoid", "<book model>-dropout"]
+    return [*_fixed_models(), "sk-<s>", "<book model>-sigmoid", "<book model>-dropout"]
 
 
 def get_model_def(name: str) -> ModelDef:
@@ -123,7 +126,7 @@ def get_model_def(name: str) -> ModelDef:
     return ModelDef(key, spec, _MNIST, 10, bn_momentum=mom, description=f"exercise 15.6 variant {key}")
 
 
-def resolve(name_or_spec: str, input_shape: Optional[tuple[int, int, int]] = None) -> ModelDef:
+def resolve(name_or_spec: str, input_shape: tuple[int, int, int] | None = None) -> ModelDef:
     """A model name, or a network string (then ``input_shape`` defaults to MNIST's 28x28x1)."""
     try:
         return get_model_def(name_or_spec)
@@ -137,10 +140,10 @@ def resolve(name_or_spec: str, input_shape: Optional[tuple[int, int, int]] = Non
 
 def create(
     name_or_spec: str,
-    rng: Optional[np.random.Generator] = None,
+    rng: np.random.Generator | None = None,
     dtype: object = np.float32,
-    input_shape: Optional[tuple[int, int, int]] = None,
-):  # noqa: ANN201 - cnnkit.nn.Sequential
+    input_shape: tuple[int, int, int] | None = None,
+) -> Sequential:
     """Build a named model (or a network string) with its default initialisation."""
     d = resolve(name_or_spec, input_shape)
     opts = BuildOptions(init=d.init, bn_momentum=d.bn_momentum, dtype=dtype)

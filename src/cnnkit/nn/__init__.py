@@ -29,9 +29,9 @@ from cnnkit.nn.norm import BatchNorm1d, BatchNorm2d
 from cnnkit.nn.pool import AvgPool2d, LPPool2d, MaxPool2d, MaxUnpool2d, Upsample
 
 __all__ = [
-    "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Concat", "Conv2d",
-    "ConvTranspose2d", "CrossEntropyLoss", "Dropout", "ELU", "Flatten", "HingeLoss", "L1Loss", "L2Loss",
+    "ELU", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Concat", "Conv2d",
+    "ConvTranspose2d", "CrossEntropyLoss", "Dropout", "Flatten", "HingeLoss", "L1Loss", "L2Loss",
     "LPPool2d", "Layer", "LeakyReLU", "Linear", "LocallyConnected2d", "LogSoftmax", "Loss", "MAELoss",
     "MAPELoss", "MSELoss", "MSLELoss", "MaxPool2d", "MaxUnpool2d", "PReLU", "ReLU", "Residual",
-    "Sequential", "Sigmoid", "Softmax", "Softplus", "SoftmaxCrossEntropy", "Tanh", "Upsample",
+    "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Softplus", "Tanh", "Upsample",
 ]

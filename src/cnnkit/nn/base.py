@@ -10,7 +10,8 @@ or assigned into in place; the layer computes in the dtype of its parameters.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import StateError
@@ -39,7 +40,7 @@ class Layer:
     def forward(self, x: Array, train: bool = False) -> Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def backward(self, dy: Array) -> Array:  # pragma: no cover - abstract
+    def backward(self, dy: Array) -> Array | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     # -- helpers for subclasses ---------------------------------------------------------------
@@ -63,7 +64,7 @@ class Layer:
         self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
 
     @property
-    def dtype(self) -> Optional[xp.dtype]:
+    def dtype(self) -> xp.dtype | None:
         """The dtype of the first parameter (None for parameterless layers)."""
         for v in self.params.values():
             return v.dtype
@@ -73,7 +74,7 @@ class Layer:
         for g in self.grads.values():
             g[...] = 0
 
-    def astype(self, dtype: Any) -> "Layer":
+    def astype(self, dtype: Any) -> Layer:
         """Convert parameters, gradients and buffers to ``dtype`` in place; returns self."""
         self.params = {k: v.astype(dtype) for k, v in self.params.items()}
         self.buffers = {k: v.astype(dtype) for k, v in self.buffers.items()}

@@ -14,7 +14,8 @@ layers holding the same weights would get summed.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
@@ -51,9 +52,9 @@ class Container(Layer):
     ``_backward`` with :meth:`_backward_child` (which restores it and adds up shared layers' gradients).
     """
 
-    params = _Gathered("params")  # type: ignore[assignment]
-    grads = _Gathered("grads")  # type: ignore[assignment]
-    buffers = _Gathered("buffers")  # type: ignore[assignment]
+    params = _Gathered("params")
+    grads = _Gathered("grads")
+    buffers = _Gathered("buffers")
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,7 +113,7 @@ class Container(Layer):
 
     # -- what the children share -------------------------------------------------------------------
     @property
-    def no_decay(self) -> frozenset[str]:  # type: ignore[override]
+    def no_decay(self) -> frozenset[str]:  # type: ignore[override]  # read-only view of the leaves'; Layer's is a class attribute
         return frozenset(f"{name}.{k}" for name, leaf in self.named_leaves() for k in leaf.no_decay)
 
     @property
@@ -140,14 +141,14 @@ class Container(Layer):
         caches.append(child._cache)
         return y
 
-    def backward(self, dy: Array) -> Array:
+    def backward(self, dy: Array) -> Array | None:
         return self._backward(dy, set())
 
-    def _backward(self, dy: Array, done: set[int]) -> Array:  # pragma: no cover - abstract
+    def _backward(self, dy: Array, done: set[int]) -> Array | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     @staticmethod
-    def _backward_child(child: Layer, cache: Any, dy: Array, done: set[int]) -> Array:
+    def _backward_child(child: Layer, cache: Any, dy: Array, done: set[int]) -> Array | None:
         """``child.backward(dy)`` for the use that left ``cache``; ``done`` holds the layers already
         differentiated in this pass, whose gradients the new ones are added to."""
         child._cache = cache
@@ -213,13 +214,15 @@ class Sequential(Container):
         self._cache = caches
         return x
 
-    def _backward(self, dy: Array, done: set[int]) -> Array:
+    def _backward(self, dy: Array, done: set[int]) -> Array | None:
         caches = self._saved()
+        dx: Array | None = dy
         for layer, cache in zip(reversed(self.layers), reversed(caches)):
-            dy = self._backward_child(layer, cache, dy, done)
-            if dy is None:  # a first layer that skips dX
+            dx = self._backward_child(layer, cache, dy, done)
+            if dx is None:  # a first layer that skips dX
                 break
-        return dy
+            dy = dx
+        return dx
 
 
 class Residual(Container):
@@ -254,14 +257,14 @@ class Residual(Container):
         self._cache = caches
         return y + s
 
-    def _backward(self, dy: Array, done: set[int]) -> Array:
+    def _backward(self, dy: Array, done: set[int]) -> Array | None:
         caches = self._saved()
         dx = self._backward_child(self._children["body"], caches[0], dy, done)
         if "shortcut" in self._children:
             ds = self._backward_child(self._children["shortcut"], caches[1], dy, done)
         else:
             ds = dy
-        return dx + ds
+        return dx + ds  # type: ignore[operator]  # dx is None (a TypeError) if the body's first layer skips dX
 
 
 class Concat(Container):
@@ -301,7 +304,7 @@ class Concat(Container):
         self._cache = (caches, [o.shape[-1] for o in outs])
         return xp.concatenate(outs, axis=-1)
 
-    def _backward(self, dy: Array, done: set[int]) -> Array:
+    def _backward(self, dy: Array, done: set[int]) -> Array | None:
         caches, widths = self._saved()
         dx: Array | None = None
         start = 0
@@ -309,4 +312,4 @@ class Concat(Container):
             g = self._backward_child(b, cache, dy[..., start : start + w], done)
             start += w
             dx = g if dx is None else dx + g
-        return dx  # type: ignore[return-value]
+        return dx

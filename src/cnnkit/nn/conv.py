@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +18,8 @@ from cnnkit.ops.conv import (
     conv_transpose2d_backward,
     conv_transpose2d_forward,
 )
-from cnnkit.ops.workspace import Workspace
 from cnnkit.ops.geometry import IntPair, Padding, pair, positive_pair
+from cnnkit.ops.workspace import Workspace
 
 
 class Conv2d(Layer):
@@ -46,7 +46,7 @@ class Conv2d(Layer):
         groups: int = 1,
         bias: bool = True,
         *,
-        rng: Optional[np.random.Generator] = None,
+        rng: np.random.Generator | None = None,
         dtype: Any = None,
         need_input_grad: bool = True,
         workspace_limit: int = DEFAULT_WORKSPACE_LIMIT,
@@ -79,12 +79,12 @@ class Conv2d(Layer):
         )
         return y
 
-    def backward(self, dy: Array) -> Array:
+    def backward(self, dy: Array) -> Array | None:
         dx, dw, db = conv2d_backward(dy, self._saved(), need_dx=self.need_input_grad, workspace=self._ws["backward"])
         self._set_grad("weight", dw)
         if db is not None:
             self._set_grad("bias", db)
-        return dx  # type: ignore[return-value]
+        return dx
 
     def extra_repr(self) -> str:
         return (
@@ -112,7 +112,7 @@ class ConvTranspose2d(Layer):
         bias: bool = True,
         dilation: IntPair = 1,
         *,
-        rng: Optional[np.random.Generator] = None,
+        rng: np.random.Generator | None = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ class Dropout(Layer):
 
     draws_random = True
 
-    def __init__(self, p: float = 0.5, rng: Optional[np.random.Generator] = None) -> None:
+    def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
         super().__init__()
         self.p = check_p(p)
         self.rng = as_rng(rng)

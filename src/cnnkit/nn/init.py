@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from cnnkit.backend import Array, default_float, xp
 
 
-def as_rng(rng: Optional[np.random.Generator]) -> np.random.Generator:
+def as_rng(rng: np.random.Generator | None) -> np.random.Generator:
     """Return ``rng``, or a fresh OS-seeded generator when None (like an unseeded framework)."""
     return rng if rng is not None else np.random.default_rng()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class Linear(Layer):
         out_features: int,
         bias: bool = True,
         *,
-        rng: Optional[np.random.Generator] = None,
+        rng: np.random.Generator | None = None,
         dtype: Any = None,
         need_input_grad: bool = True,
     ) -> None:
@@ -49,12 +49,12 @@ class Linear(Layer):
         y, self._cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
         return y
 
-    def backward(self, dy: Array) -> Array:
+    def backward(self, dy: Array) -> Array | None:
         dx, dw, db = linear_backward(dy, self._saved(), need_dx=self.need_input_grad)
         self._set_grad("weight", dw)
         if db is not None:
             self._set_grad("bias", db)
-        return dx  # type: ignore[return-value]
+        return dx
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self.params}"
@@ -82,7 +82,7 @@ class Flatten(Layer):
             )
         shape = tuple(x.shape)
         self._cache = shape
-        return x.reshape(shape[:s] + (math.prod(shape[s : e + 1]),) + shape[e + 1 :])
+        return x.reshape((*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :]))
 
     def backward(self, dy: Array) -> Array:
         shape = self._saved()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class LocallyConnected2d(Layer):
         bias: bool = True,
         *,
         dilation: IntPair = 1,
-        rng: Optional[np.random.Generator] = None,
+        rng: np.random.Generator | None = None,
         dtype: Any = None,
         need_input_grad: bool = True,
     ) -> None:
@@ -71,12 +71,12 @@ class LocallyConnected2d(Layer):
         )
         return y
 
-    def backward(self, dy: Array) -> Array:
+    def backward(self, dy: Array) -> Array | None:
         dx, dw, db = locally_connected2d_backward(dy, self._saved(), need_dx=self.need_input_grad)
         self._set_grad("weight", dw)
         if db is not None:
             self._set_grad("bias", db)
-        return dx  # type: ignore[return-value]
+        return dx
 
     def extra_repr(self) -> str:
         return (

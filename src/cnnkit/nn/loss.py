@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from cnnkit.backend import Array
 from cnnkit.nn.base import Loss
 from cnnkit.ops.loss import (
@@ -44,7 +42,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def __init__(self) -> None:
         super().__init__()
-        self.probabilities: Optional[Array] = None
+        self.probabilities: Array | None = None
 
     def forward(self, prediction: Array, target: Array) -> float:
         value, self._cache = softmax_cross_entropy_forward(prediction, target)

@@ -7,7 +7,7 @@ statistics live in ``buffers["running_mean"]`` (starts at 0) and ``buffers["runn
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
@@ -33,7 +33,7 @@ class _BatchNorm(Layer):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: Optional[float] = 0.1,
+        momentum: float | None = 0.1,
         affine: bool = True,
         track_running_stats: bool = True,
         *,

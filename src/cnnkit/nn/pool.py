@@ -5,17 +5,16 @@ All are parameterless and compute in the input's dtype. Input (N, H, W, C), chan
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 from cnnkit.backend import Array
 from cnnkit.errors import ShapeError, StateError
 from cnnkit.nn.base import Layer
 from cnnkit.ops.geometry import IntPair, pair, positive_pair
 from cnnkit.ops.pool import (
-    check_norm_type,
-    scale_factor_pair,
     avg_pool2d_backward,
     avg_pool2d_forward,
+    check_norm_type,
     lp_pool2d_backward,
     lp_pool2d_forward,
     max_pool2d_backward,
@@ -23,12 +22,13 @@ from cnnkit.ops.pool import (
     max_pool2d_indices,
     max_unpool2d_backward,
     max_unpool2d_forward,
+    scale_factor_pair,
     upsample_nearest2d_backward,
     upsample_nearest2d_forward,
 )
 
 
-def _stride(stride: Optional[IntPair], kernel: tuple[int, int]) -> tuple[int, int]:
+def _stride(stride: IntPair | None, kernel: tuple[int, int]) -> tuple[int, int]:
     return kernel if stride is None else positive_pair(stride, "stride")
 
 
@@ -53,7 +53,7 @@ class MaxPool2d(Layer):
     def __init__(
         self,
         kernel_size: IntPair,
-        stride: Optional[IntPair] = None,
+        stride: IntPair | None = None,
         padding: IntPair = 0,
         dilation: IntPair = 1,
         return_indices: bool = False,
@@ -65,7 +65,7 @@ class MaxPool2d(Layer):
         self.padding = _pool_padding(padding, self.kernel_size, "MaxPool2d")
         self.dilation = positive_pair(dilation, "dilation")
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
-        self._in_shape: Optional[tuple[int, ...]] = None
+        self._in_shape: tuple[int, ...] | None = None
 
     def forward(self, x: Array, train: bool = False) -> Array:
         y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.dilation)
@@ -83,7 +83,7 @@ class MaxPool2d(Layer):
         return max_pool2d_indices(self._cache)
 
     @property
-    def input_shape(self) -> Optional[tuple[int, ...]]:
+    def input_shape(self) -> tuple[int, ...] | None:
         """Shape of the last forward's input (None before any forward)."""
         return self._in_shape
 
@@ -100,11 +100,11 @@ class AvgPool2d(Layer):
     def __init__(
         self,
         kernel_size: IntPair,
-        stride: Optional[IntPair] = None,
+        stride: IntPair | None = None,
         padding: IntPair = 0,
         ceil_mode: bool = False,
         count_include_pad: bool = True,
-        divisor_override: Optional[int] = None,
+        divisor_override: int | None = None,
     ) -> None:
         super().__init__()
         self.kernel_size = positive_pair(kernel_size, "kernel_size")
@@ -138,7 +138,7 @@ class LPPool2d(Layer):
     """
 
     def __init__(
-        self, norm_type: float, kernel_size: IntPair, stride: Optional[IntPair] = None, ceil_mode: bool = False
+        self, norm_type: float, kernel_size: IntPair, stride: IntPair | None = None, ceil_mode: bool = False
     ) -> None:
         super().__init__()
         self.norm_type = check_norm_type(norm_type)
@@ -170,30 +170,30 @@ class MaxUnpool2d(Layer):
 
     def __init__(
         self,
-        kernel_size: Optional[IntPair] = None,
-        stride: Optional[IntPair] = None,
+        kernel_size: IntPair | None = None,
+        stride: IntPair | None = None,
         padding: IntPair = 0,
-        pool: Optional[MaxPool2d] = None,
+        pool: MaxPool2d | None = None,
     ) -> None:
         super().__init__()
-        if kernel_size is None and pool is None:
-            raise ValueError("MaxUnpool2d needs kernel_size or the MaxPool2d it mirrors (pool=...)")
         if pool is not None and not isinstance(pool, MaxPool2d):
             raise TypeError(f"MaxUnpool2d: pool must be a MaxPool2d, got {type(pool).__name__}")
         if pool is not None and kernel_size is None:
             self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
-        else:
-            self.kernel_size = positive_pair(kernel_size, "kernel_size")  # type: ignore[arg-type]
+        elif kernel_size is not None:
+            self.kernel_size = positive_pair(kernel_size, "kernel_size")
             self.stride = _stride(stride, self.kernel_size)
             self.padding = pair(padding, "padding")
+        else:
+            raise ValueError("MaxUnpool2d needs kernel_size or the MaxPool2d it mirrors (pool=...)")
         self.pool = pool
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         x: Array,
         train: bool = False,
-        indices: Optional[Array] = None,
-        output_size: Optional[Sequence[int]] = None,
+        indices: Array | None = None,
+        output_size: Sequence[int] | None = None,
     ) -> Array:
         strict = True
         if indices is None:
@@ -212,12 +212,12 @@ class MaxUnpool2d(Layer):
         )
         return y
 
-    def __call__(  # type: ignore[override]
+    def __call__(
         self,
         x: Array,
         train: bool = False,
-        indices: Optional[Array] = None,
-        output_size: Optional[Sequence[int]] = None,
+        indices: Array | None = None,
+        output_size: Sequence[int] | None = None,
     ) -> Array:
         return self.forward(x, train, indices, output_size)
 
@@ -235,7 +235,7 @@ class Upsample(Layer):
     Only ``mode="nearest"`` is implemented; other modes raise ValueError.
     """
 
-    def __init__(self, scale_factor: Union[int, Sequence[int]], mode: str = "nearest") -> None:
+    def __init__(self, scale_factor: int | Sequence[int], mode: str = "nearest") -> None:
         super().__init__()
         if mode != "nearest":
             raise ValueError(f"Upsample: only mode='nearest' is supported, got mode={mode!r}")

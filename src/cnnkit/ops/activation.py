@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Optional, Union
 
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
@@ -63,7 +62,7 @@ def stable_sigmoid(x: Array) -> Array:
     return t
 
 
-def select_factor(mask: Array, other: Union[float, Array], dtype: xp.dtype) -> Array:
+def select_factor(mask: Array, other: float | Array, dtype: xp.dtype) -> Array:
     """1 where ``mask``, ``other`` elsewhere (``other`` broadcasts against mask), in ``dtype``; exact."""
     f = xp.multiply(xp.logical_not(mask), xp.asarray(other, dtype=dtype), dtype=dtype)
     f += mask
@@ -209,7 +208,7 @@ def prelu_backward(dy: Array, cache: PReLUCache) -> tuple[Array, Array]:
 @dataclass
 class ELUCache:
     y: Array
-    x: Optional[Array]  # only when alpha <= 0; with alpha > 0, y > 0 exactly where x > 0
+    x: Array | None  # only when alpha <= 0; with alpha > 0, y > 0 exactly where x > 0
     alpha: float
 
 
@@ -276,10 +275,10 @@ def row_sum(a: Array) -> Array:
     than ``sum(axis=-1)`` when K is small."""
     k = a.shape[-1]
     ones = xp.ones(k, dtype=a.dtype)
-    return xp.matmul(a.reshape(-1, k), ones).reshape(a.shape[:-1] + (1,))  # (M, K) @ (K,) -> (M,)
+    return xp.matmul(a.reshape(-1, k), ones).reshape((*a.shape[:-1], 1))  # (M, K) @ (K,) -> (M,)
 
 
-def row_shift(x: Array) -> Optional[Array]:
+def row_shift(x: Array) -> Array | None:
     """What to subtract from each row (last axis) before ``exp`` so that nothing overflows.
 
     The softmax is unchanged by any per-row shift. When every |x| <= log(largest float) / 4, exp(x) can

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
 from cnnkit.ops.geometry import IntPair, Padding, Window, check_rank, pair, window
 from cnnkit.ops.im2row import pad_nhwc, row2im, windows_view
 from cnnkit.ops.workspace import Workspace, scratch
-
 
 DEFAULT_WORKSPACE_LIMIT = 512 * 2**20
 """Default cap (bytes) on one convolution's im2row workspace phi(x); above it the batch is processed in chunks."""
@@ -33,8 +31,8 @@ EVAL_CHUNK_BYTES = 16 * 2**20
 class ConvCache:
     """What conv2d's backward needs: the rows phi(x) (or x itself when chunked), the weight, geometry."""
 
-    rows: Optional[Array]  # (M, kh*kw*C_in), M = N*H_out*W_out; None when the forward ran in chunks
-    x: Optional[Array]  # the input, kept only when chunked (the backward rebuilds phi(x) chunk by chunk)
+    rows: Array | None  # (M, kh*kw*C_in), M = N*H_out*W_out; None when the forward ran in chunks
+    x: Array | None  # the input, kept only when chunked (the backward rebuilds phi(x) chunk by chunk)
     weight: Array  # (kh, kw, C_in/groups, C_out)
     x_shape: tuple[int, int, int, int]
     win: Window
@@ -43,11 +41,11 @@ class ConvCache:
     chunk: int  # images per chunk (N when not chunked)
 
 
-def _check_conv_args(x: Array, weight: Array, bias: Optional[Array], groups: int, what: str) -> None:
+def _check_conv_args(x: Array, weight: Array, bias: Array | None, groups: int, what: str) -> None:
     check_rank(x.shape, 4, what)
     if weight.ndim != 4:
         raise ShapeError(f"{what}: weight must be (kh, kw, C_in/groups, C_out), got shape {weight.shape}")
-    c_in, (kh, kw, cg, c_out) = x.shape[3], weight.shape
+    c_in, (_, _, cg, c_out) = x.shape[3], weight.shape
     if groups < 1 or c_in % groups or c_out % groups:
         raise ShapeError(
             f"{what}: groups={groups} must divide both the input channels ({c_in}) and the output channels ({c_out})"
@@ -84,7 +82,7 @@ def _is_reshape(win: Window, x_shape: tuple[int, ...]) -> bool:
     return win.out == (1, 1) and win.kernel == (x_shape[1], x_shape[2])
 
 
-def _rows(x: Array, win: Window, ws: Optional[Workspace] = None) -> Array:
+def _rows(x: Array, win: Window, ws: Workspace | None = None) -> Array:
     """phi(x) (N*H_out*W_out, kh*kw*C) for a resolved window; a view when no copy is needed.
 
     The copy goes into ``ws`` (reused memory) when a workspace is given.
@@ -110,7 +108,7 @@ def _rows_to_dx(drows: Array, x_shape: tuple[int, int, int, int], win: Window) -
     return row2im(drows, x_shape, win)
 
 
-def _forward_rows(rows: Array, w2: Array, bias: Optional[Array], groups: int, taps: int) -> Array:
+def _forward_rows(rows: Array, w2: Array, bias: Array | None, groups: int, taps: int) -> Array:
     y = rows @ w2 if groups == 1 else _grouped_matmul(rows, w2, groups, taps)  # (M, C_out)
     if bias is not None:
         y += bias
@@ -120,13 +118,13 @@ def _forward_rows(rows: Array, w2: Array, bias: Optional[Array], groups: int, ta
 def conv2d_forward(
     x: Array,
     weight: Array,
-    bias: Optional[Array] = None,
+    bias: Array | None = None,
     stride: IntPair = 1,
     padding: Padding = 0,
     dilation: IntPair = 1,
     groups: int = 1,
     workspace_limit: int = DEFAULT_WORKSPACE_LIMIT,
-    workspace: Optional[Workspace] = None,
+    workspace: Workspace | None = None,
 ) -> tuple[Array, ConvCache]:
     """2-D convolution (cross-correlation, as every framework and the seed define it), eq. 15.25.
 
@@ -148,12 +146,12 @@ def conv2d_forward(
     if chunk >= n:
         rows = _rows(x, win, workspace)  # phi(x): (M, kh*kw*C_in)
         y = _forward_rows(rows, w2, bias, groups, kh * kw).reshape(n, ho, wo, c_out)
-        return y, ConvCache(rows, None, weight, tuple(x.shape), win, groups, bias is not None, n)  # type: ignore[arg-type]
+        return y, ConvCache(rows, None, weight, tuple(x.shape), win, groups, bias is not None, n)
     y = xp.empty((n, ho, wo, c_out), dtype=x.dtype)
     for s in range(0, n, chunk):
         xc = x[s : s + chunk]
         y[s : s + chunk] = _forward_rows(_rows(xc, win, workspace), w2, bias, groups, kh * kw).reshape(len(xc), ho, wo, c_out)
-    return y, ConvCache(None, x, weight, tuple(x.shape), win, groups, bias is not None, chunk)  # type: ignore[arg-type]
+    return y, ConvCache(None, x, weight, tuple(x.shape), win, groups, bias is not None, chunk)
 
 
 def _weight_grad(rows: Array, dy2: Array, w_shape: tuple[int, ...], groups: int) -> Array:
@@ -167,7 +165,7 @@ def _weight_grad(rows: Array, dy2: Array, w_shape: tuple[int, ...], groups: int)
     return xp.matmul(r, d).transpose(1, 0, 2).reshape(w_shape)  # (taps*cg, g, og) -> (kh, kw, cg, C_out)
 
 
-def _rows_grad(dy2: Array, w2: Array, w_shape: tuple[int, ...], groups: int, ws: Optional[Workspace] = None) -> Array:
+def _rows_grad(dy2: Array, w2: Array, w_shape: tuple[int, ...], groups: int, ws: Workspace | None = None) -> Array:
     """dphi(x) = dY F^T (the matrix that eq. 15.49 scatters back), per group: (M, kh*kw*C_in)."""
     if groups == 1:
         return xp.matmul(dy2, w2.T, out=scratch(ws, "drows", (dy2.shape[0], w2.shape[0]), dy2.dtype))
@@ -180,8 +178,8 @@ def _rows_grad(dy2: Array, w2: Array, w_shape: tuple[int, ...], groups: int, ws:
 
 
 def conv2d_backward(
-    dy: Array, cache: ConvCache, need_dx: bool = True, workspace: Optional[Workspace] = None
-) -> tuple[Optional[Array], Array, Optional[Array]]:
+    dy: Array, cache: ConvCache, need_dx: bool = True, workspace: Workspace | None = None
+) -> tuple[Array | None, Array, Array | None]:
     """Gradients of conv2d: returns ``(dx, dweight, dbias)``.
 
     dy: (N, H_out, W_out, C_out). dweight = phi(x)^T dY (eq. 15.38); dx = row2im(dY F^T) (eq. 15.49);
@@ -205,10 +203,11 @@ def conv2d_backward(
         return _rows_to_dx(_rows_grad(dy2, w2, w.shape, cache.groups, workspace), cache.x_shape, cache.win), dw, db
     # chunked: rebuild phi(x) for each chunk of images
     x, chunk = cache.x, cache.chunk
+    assert x is not None  # no rows kept: the forward kept x
     dw = xp.zeros(w.shape, dtype=w.dtype)
     dx = xp.empty(cache.x_shape, dtype=w.dtype) if need_dx else None
     for s in range(0, n, chunk):
-        xc = x[s : s + chunk]  # type: ignore[index]
+        xc = x[s : s + chunk]
         dyc = dy[s : s + chunk].reshape(-1, c_out)
         dw += _weight_grad(_rows(xc, cache.win, workspace), dyc, w.shape, cache.groups)
         if dx is not None:
@@ -236,7 +235,7 @@ def conv_transpose_out_size(size: int, k: int, stride: int, padding: int, output
 def conv_transpose2d_forward(
     x: Array,
     weight: Array,
-    bias: Optional[Array] = None,
+    bias: Array | None = None,
     stride: IntPair = 1,
     padding: IntPair = 0,
     output_padding: IntPair = 0,
@@ -267,7 +266,9 @@ def conv_transpose2d_forward(
     ho = conv_transpose_out_size(h, kh, s[0], p[0], op[0], d[0])
     wo = conv_transpose_out_size(w_in, kw, s[1], p[1], op[1], d[1])
     if ho < 1 or wo < 1:
-        raise ShapeError(f"conv_transpose2d: input {x.shape} with kernel {kh}x{kw}, stride {s}, padding {p} gives an empty output {ho}x{wo}")
+        raise ShapeError(
+            f"conv_transpose2d: input {x.shape} with kernel {kh}x{kw}, stride {s}, padding {p} gives an empty output {ho}x{wo}"
+        )
     # geometry of the forward conv (y -> x); output_padding extends the bottom/right pads
     win = window((ho, wo), (kh, kw), s, ((p[0], p[0]), (p[1], p[1])), d, what="conv_transpose2d")
     # output_padding >= stride (allowed when < dilation) leaves floor(op/s) extra windows: drop them
@@ -281,7 +282,7 @@ def conv_transpose2d_forward(
     return y, ConvTransposeCache(x, weight, (n, ho, wo, c_out), win, bias is not None)
 
 
-def conv_transpose2d_backward(dy: Array, cache: ConvTransposeCache) -> tuple[Array, Array, Optional[Array]]:
+def conv_transpose2d_backward(dy: Array, cache: ConvTransposeCache) -> tuple[Array, Array, Array | None]:
     """Gradients of conv_transpose2d: ``(dx, dweight, dbias)``; dx is a plain conv2d of dy (the adjoint's adjoint)."""
     if tuple(dy.shape) != cache.y_shape:
         raise ShapeError(f"conv_transpose2d backward: dy has shape {tuple(dy.shape)}, expected {cache.y_shape}")

@@ -17,7 +17,6 @@ the memory of a float mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -29,7 +28,7 @@ from cnnkit.errors import ShapeError, StateError
 class DropoutCache:
     """The kept entries (None when the forward was the identity) and the scale 1/(1-p)."""
 
-    keep: Optional[Array]  # bool, x's shape
+    keep: Array | None  # bool, x's shape
     scale: float
     shape: tuple[int, ...]
     dtype: xp.dtype

@@ -10,22 +10,25 @@ bottom/right padding only is dropped, as PyTorch and Caffe do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Any
 
 from cnnkit.errors import ShapeError
 
-IntPair = Union[int, Sequence[int]]
-Padding = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
+IntPair = int | Sequence[int]
+Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 
 def pair(value: IntPair, name: str) -> tuple[int, int]:
     """Normalise an int or a 2-sequence of ints to ``(h, w)``."""
-    if isinstance(value, (int,)) and not isinstance(value, bool):
+    if isinstance(value, bool):  # an int to Python, but not a size
+        raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
         out = (int(value), int(value))
     else:
         try:
-            seq = tuple(int(v) for v in value)  # type: ignore[union-attr]
+            seq = tuple(int(v) for v in value)
         except TypeError:
             raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
         if len(seq) != 2:
@@ -59,7 +62,8 @@ class Window:
     @property
     def effective_kernel(self) -> tuple[int, int]:
         """Spatial extent of a dilated kernel: ``dilation*(k-1)+1``."""
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
 
     @property
     def padded_hw(self) -> tuple[int, int]:
@@ -95,12 +99,14 @@ def resolve_padding(
             total = max((out - 1) * s + k_eff - size, 0)
             pads += [total // 2, total - total // 2]
         return (pads[0], pads[1], pads[2], pads[3])
-    if isinstance(padding, int) and not isinstance(padding, bool):
+    if isinstance(padding, bool):  # an int to Python, but not a padding
+        raise ShapeError(f"padding must be an int, a pair, ((top, bottom), (left, right)) or 'same'; got {padding!r}")
+    if isinstance(padding, int):
         p = int(padding)
         result = (p, p, p, p)
     else:
         try:
-            items = list(padding)  # type: ignore[arg-type]
+            items: list[Any] = list(padding)  # entries checked below
         except TypeError:
             raise ShapeError(f"padding must be an int, a pair, ((top, bottom), (left, right)) or 'same'; got {padding!r}") from None
         if len(items) != 2:

@@ -83,6 +83,7 @@ def row2im(rows: Array, x_shape: tuple[int, int, int, int], win: Window, use_jit
     out = xp.zeros((n, hp, wp, c), dtype=rows.dtype)
     (sh, sw), (dh, dw) = win.stride, win.dilation
     if use_jit and jit.usable(out):
+        assert jit.row2im_add is not None  # usable(): numba is there, so is the kernel
         jit.row2im_add(xp.ascontiguousarray(cols), out, sh, sw, dh, dw)
     else:
         _row2im_numpy(cols, out, win)

@@ -16,8 +16,8 @@ between the two parametrisations; the converted kernel can then also slide over 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError, StateError
@@ -32,7 +32,7 @@ class LinearCache:
     has_bias: bool
 
 
-def _check_linear_args(x: Array, weight: Array, bias: Optional[Array]) -> None:
+def _check_linear_args(x: Array, weight: Array, bias: Array | None) -> None:
     if weight.ndim != 2:
         raise ShapeError(f"linear: weight must be (in_features, out_features), got shape {tuple(weight.shape)}")
     fin, fout = weight.shape
@@ -50,7 +50,7 @@ def _check_linear_args(x: Array, weight: Array, bias: Optional[Array]) -> None:
         raise ShapeError(f"linear: bias must have shape ({fout},), got {tuple(bias.shape)}")
 
 
-def linear_forward(x: Array, weight: Array, bias: Optional[Array] = None) -> tuple[Array, LinearCache]:
+def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> tuple[Array, LinearCache]:
     """y = x W + b. x: (N, in_features); weight: (in_features, out_features); bias: (out_features,) or None.
 
     Returns y (N, out_features) in the weight's dtype, and the cache for :func:`linear_backward`.
@@ -65,7 +65,7 @@ def linear_forward(x: Array, weight: Array, bias: Optional[Array] = None) -> tup
 
 def linear_backward(
     dy: Array, cache: LinearCache, need_dx: bool = True
-) -> tuple[Optional[Array], Array, Optional[Array]]:
+) -> tuple[Array | None, Array, Array | None]:
     """Gradients ``(dx, dweight, dbias)``: dx = dy W^T (N, in), dW = x^T dy (in, out), db = sum_n dy (out,).
 
     ``need_dx=False`` skips dx (returns None); dbias is None without a bias.
@@ -93,8 +93,8 @@ def _in_shape(in_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def fc_to_conv(
-    weight: Array, bias: Optional[Array], in_shape: Sequence[int], layout: str = "NHWC"
-) -> tuple[Array, Optional[Array]]:
+    weight: Array, bias: Array | None, in_shape: Sequence[int], layout: str = "NHWC"
+) -> tuple[Array, Array | None]:
     """Turn a fully connected layer into the equivalent convolution kernel (seed 000 §15.5.8).
 
     weight: (H*W*C, out); in_shape: (H, W, C), the input the FC layer saw before flattening.
@@ -124,7 +124,7 @@ def fc_to_conv(
     return kernel, (None if bias is None else bias.copy())
 
 
-def conv_to_fc(weight: Array, bias: Optional[Array], layout: str = "NHWC") -> tuple[Array, Optional[Array]]:
+def conv_to_fc(weight: Array, bias: Array | None, layout: str = "NHWC") -> tuple[Array, Array | None]:
     """Inverse of :func:`fc_to_conv`: kernel (H, W, C, out) -> FC weight (H*W*C, out), bias copied.
 
     Exact for a convolution whose kernel covers its whole (unpadded) input, which then has a 1 x 1 output.

@@ -17,7 +17,6 @@ Weight (H_out, W_out, kh, kw, C_in, C_out); bias (H_out, W_out, C_out).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError, StateError
@@ -39,7 +38,7 @@ class LocalCache:
 def locally_connected2d_forward(
     x: Array,
     weight: Array,
-    bias: Optional[Array] = None,
+    bias: Array | None = None,
     stride: IntPair = 1,
     padding: Padding = 0,
     dilation: IntPair = 1,
@@ -78,13 +77,13 @@ def locally_connected2d_forward(
     xp.matmul(rows.transpose(1, 0, 2), w3, out=y.transpose(1, 0, 2))  # (P, N, K) @ (P, K, C_out) -> (P, N, C_out)
     if bias is not None:
         y += bias.reshape(p, c_out)
-    cache = LocalCache(rows, weight, tuple(x.shape), win, bias is not None)  # type: ignore[arg-type]
+    cache = LocalCache(rows, weight, tuple(x.shape), win, bias is not None)
     return y.reshape(n, ho, wo, c_out), cache
 
 
 def locally_connected2d_backward(
     dy: Array, cache: LocalCache, need_dx: bool = True
-) -> tuple[Optional[Array], Array, Optional[Array]]:
+) -> tuple[Array | None, Array, Array | None]:
     """Gradients ``(dx, dweight, dbias)``: dF_p = phi_p^T dY_p, dX = row2im(dY_p F_p^T), db_p = sum_n dY_p."""
     if cache is None:
         raise StateError("locally_connected2d backward called before forward")

@@ -25,7 +25,6 @@ Classification losses (scores of shape (..., K), the last axis holding the K cla
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
@@ -198,8 +197,8 @@ def _flat_labels(scores: Array, labels: Array, what: str) -> tuple[Array, Array]
 @dataclass
 class SoftmaxCrossEntropyCache:
     probabilities: Array  # softmax of the logits, the logits' shape (..., K)
-    labels: Optional[Array]  # (M,) integer labels, or None with probability targets
-    target: Optional[Array]  # (M, K) probability targets, or None with integer labels
+    labels: Array | None  # (M,) integer labels, or None with probability targets
+    target: Array | None  # (M, K) probability targets, or None with integer labels
 
 
 def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, SoftmaxCrossEntropyCache]:
@@ -257,6 +256,7 @@ def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache) -> Array:
         g[xp.arange(m), cache.labels] -= 1.0 / m
     else:
         t = cache.target
+        assert t is not None  # no labels: the forward pass kept the target distribution
         g = p.reshape(m, k) * t.sum(axis=1, keepdims=True)
         g -= t
         g *= 1.0 / m
@@ -311,7 +311,7 @@ def multi_margin_backward(cache: MultiMarginCache) -> Array:
 @dataclass
 class BCECache:
     residual: Array  # sigmoid(x) - t (logits) or x - t (probabilities)
-    denom: Optional[Array]  # max(p (1 - p), eps) for probabilities, None for logits
+    denom: Array | None  # max(p (1 - p), eps) for probabilities, None for logits
 
 
 def bce_with_logits_forward(logits: Array, target: Array) -> tuple[float, BCECache]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError, StateError
@@ -51,7 +50,7 @@ class BatchNormCache:
     x_shape: tuple[int, ...]
     mean: Array  # (C,) the mean that was subtracted (batch or running)
     inv_std: Array  # (C,) 1/sqrt(var + eps) for the variance that was used
-    gamma: Optional[Array]  # (C,) or None without an affine part
+    gamma: Array | None  # (C,) or None without an affine part
     has_beta: bool
     batch_stats: bool  # True: statistics came from the batch (training), so they depend on x
 
@@ -88,14 +87,14 @@ def _tile(v: Array, r: int) -> Array:
     return v if r == 1 else xp.tile(v, r)
 
 
-def _compute_dtype(x: Array, *candidates: Optional[Array]) -> xp.dtype:
+def _compute_dtype(x: Array, *candidates: Array | None) -> xp.dtype:
     for a in candidates:
         if a is not None:
             return a.dtype
     return x.dtype if xp.issubdtype(x.dtype, xp.floating) else default_float()
 
 
-def _check_vector(name: str, v: Optional[Array], c: int, x_shape: tuple[int, ...]) -> None:
+def _check_vector(name: str, v: Array | None, c: int, x_shape: tuple[int, ...]) -> None:
     if v is not None and tuple(v.shape) != (c,):
         raise ShapeError(
             f"batch_norm: {name} must have shape ({c},) for an input of shape {x_shape} "
@@ -105,10 +104,10 @@ def _check_vector(name: str, v: Optional[Array], c: int, x_shape: tuple[int, ...
 
 def batch_norm_forward(
     x: Array,
-    gamma: Optional[Array],
-    beta: Optional[Array],
-    running_mean: Optional[Array],
-    running_var: Optional[Array],
+    gamma: Array | None,
+    beta: Array | None,
+    running_mean: Array | None,
+    running_var: Array | None,
     train: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
@@ -150,7 +149,7 @@ def batch_norm_forward(
         y = xw - _tile(mean, r)  # x - mu, becomes y in place below
         var = _column_dot(y, y, r) / m  # biased variance, used to normalise
         inv_std = 1.0 / xp.sqrt(var + eps)
-        if running_mean is not None:
+        if running_mean is not None and running_var is not None:  # both or neither (checked above)
             running_mean *= 1.0 - momentum
             running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
             running_var *= 1.0 - momentum
@@ -160,6 +159,7 @@ def batch_norm_forward(
         if beta is not None:
             y += _tile(beta, r)
     else:
+        assert running_mean is not None and running_var is not None  # batch_stats is False
         mean = running_mean.astype(dtype, copy=False)
         inv_std = 1.0 / xp.sqrt(running_var.astype(dtype, copy=False) + eps)
         scale = inv_std if gamma is None else gamma * inv_std
@@ -170,7 +170,7 @@ def batch_norm_forward(
     return y.reshape(x_shape), cache
 
 
-def batch_norm_backward(dy: Array, cache: BatchNormCache) -> tuple[Array, Optional[Array], Optional[Array]]:
+def batch_norm_backward(dy: Array, cache: BatchNormCache) -> tuple[Array, Array | None, Array | None]:
     """Gradients of batch_norm: ``(dx, dgamma, dbeta)`` (dgamma/dbeta None without those parameters).
 
     Training mode: dx = gamma*inv_std/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)); evaluation mode:

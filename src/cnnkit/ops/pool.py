@@ -28,8 +28,8 @@ into an sh x sw block (seed 002 "最近距离去池化").
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Optional, Sequence, Union
 
 from cnnkit import jit
 from cnnkit.backend import Array, default_float, xp
@@ -38,25 +38,25 @@ from cnnkit.ops.geometry import IntPair, Window, check_rank, pair, positive_pair
 from cnnkit.ops.im2row import pad_nhwc, windows_view
 
 __all__ = [
-    "MaxPoolCache",
     "AvgPoolCache",
     "LPPoolCache",
+    "MaxPoolCache",
     "MaxUnpoolCache",
     "UpsampleCache",
-    "max_pool2d_forward",
-    "max_pool2d_backward",
-    "max_pool2d_indices",
-    "avg_pool2d_forward",
     "avg_pool2d_backward",
-    "lp_pool2d_forward",
-    "lp_pool2d_backward",
-    "max_unpool2d_forward",
-    "max_unpool2d_backward",
-    "unpool_output_size",
+    "avg_pool2d_forward",
     "check_norm_type",
+    "lp_pool2d_backward",
+    "lp_pool2d_forward",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
+    "max_pool2d_indices",
+    "max_unpool2d_backward",
+    "max_unpool2d_forward",
     "scale_factor_pair",
-    "upsample_nearest2d_forward",
+    "unpool_output_size",
     "upsample_nearest2d_backward",
+    "upsample_nearest2d_forward",
 ]
 
 
@@ -73,7 +73,7 @@ def _as_float(x: Array) -> Array:
 def _pool_window(
     x_shape: tuple[int, ...],
     kernel_size: IntPair,
-    stride: Optional[IntPair],
+    stride: IntPair | None,
     padding: IntPair,
     dilation: IntPair,
     ceil_mode: bool,
@@ -189,14 +189,14 @@ class MaxPoolCache:
     y: Array  # (N, H_out, W_out, C), the cache's own copy
     x_shape: tuple[int, int, int, int]
     win: Window  # pads include the ceil_mode overhang
-    indices: Optional[Array] = field(default=None, repr=False)  # memo of max_pool2d_indices
-    tap: Optional[Array] = field(default=None, repr=False)  # (N, Ho, Wo, C) int32 i*kw + j of each maximum (compiled path)
+    indices: Array | None = field(default=None, repr=False)  # memo of max_pool2d_indices
+    tap: Array | None = field(default=None, repr=False)  # (N, Ho, Wo, C) int32 i*kw + j of each maximum (compiled path)
 
 
 def max_pool2d_forward(
     x: Array,
     kernel_size: IntPair,
-    stride: Optional[IntPair] = None,
+    stride: IntPair | None = None,
     padding: IntPair = 0,
     ceil_mode: bool = False,
     dilation: IntPair = 1,
@@ -215,14 +215,15 @@ def max_pool2d_forward(
     x_pad = pad_nhwc(x, win.pads, -math.inf)
     if use_jit and jit.usable(x_pad):
         (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.stride, win.dilation
+        assert jit.maxpool_forward is not None  # usable(): numba is there, so is the kernel
         y, tap = jit.maxpool_forward(xp.ascontiguousarray(x_pad), kh, kw, sh, sw, dh, dw, win.out[0], win.out[1])
-        return y, MaxPoolCache(x_pad, y, tuple(x.shape), win, tap=tap)  # type: ignore[arg-type]
+        return y, MaxPoolCache(x_pad, y, tuple(x.shape), win, tap=tap)
     view = windows_view(x_pad, win)  # (N, Ho, Wo, kh, kw, C), no copy
     taps = _taps(win)
     y = view[:, :, :, 0, 0, :].copy()
     for i, j in taps[1:]:
         xp.maximum(y, view[:, :, :, i, j, :], out=y)
-    return y, MaxPoolCache(x_pad, y.copy(), tuple(x.shape), win)  # type: ignore[arg-type]
+    return y, MaxPoolCache(x_pad, y.copy(), tuple(x.shape), win)
 
 
 def _first_max_masks(cache: MaxPoolCache) -> Iterator[tuple[int, int, Array]]:
@@ -235,7 +236,7 @@ def _first_max_masks(cache: MaxPoolCache) -> Iterator[tuple[int, int, Array]]:
     y = cache.y
     taps = _taps(cache.win)
     mask = xp.empty(y.shape, dtype=bool)
-    taken: Optional[Array] = None  # windows whose maximum has already been found
+    taken: Array | None = None  # windows whose maximum has already been found
     last = len(taps) - 1
     for q, (i, j) in enumerate(taps):
         xp.equal(view[:, :, :, i, j, :], y, out=mask)
@@ -264,6 +265,7 @@ def max_pool2d_backward(dy: Array, cache: MaxPoolCache, accumulate: bool = False
     padded_shape = cache.x_pad.shape
     if cache.tap is not None and not accumulate and jit.usable(dy):
         (kh, kw), (sh, sw), (dh, dw) = win.kernel, win.stride, win.dilation
+        assert jit.maxpool_backward is not None and jit.maxpool_backward_disjoint is not None  # usable(): numba is there
         dy = xp.ascontiguousarray(dy)
         if _disjoint(win):
             covers = _covers(win, (padded_shape[1], padded_shape[2]))
@@ -328,7 +330,7 @@ class AvgPoolCache:
     x_shape: tuple[int, int, int, int]
     padded_shape: tuple[int, int, int, int]
     win: Window
-    dtype: object
+    dtype: xp.dtype
 
 
 def _axis_counts(size: int, k: int, s: int, p: int, out: int, count_include_pad: bool) -> Array:
@@ -348,11 +350,11 @@ def _axis_counts(size: int, k: int, s: int, p: int, out: int, count_include_pad:
 def avg_pool2d_forward(
     x: Array,
     kernel_size: IntPair,
-    stride: Optional[IntPair] = None,
+    stride: IntPair | None = None,
     padding: IntPair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
-    divisor_override: Optional[int] = None,
+    divisor_override: int | None = None,
 ) -> tuple[Array, AvgPoolCache]:
     """Average pooling, eq. 15.52: y = (sum over the window) / divisor.
 
@@ -365,7 +367,7 @@ def avg_pool2d_forward(
     win, (ph, pw) = _pool_window(x.shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     if divisor_override is not None and int(divisor_override) == 0:
         raise ValueError(f"avg_pool2d: divisor_override must be non-zero, got {divisor_override!r}")
-    n, h, w, c = x.shape
+    _, h, w, _ = x.shape
     (ho, wo), (kh, kw), (sh, sw) = win.out, win.kernel, win.stride
     x_pad = pad_nhwc(x, win.pads, 0.0)
     total = _window_sum(x_pad, win)  # (N, Ho, Wo, C)
@@ -376,7 +378,7 @@ def avg_pool2d_forward(
         cw = _axis_counts(w, kw, sw, pw, wo, count_include_pad)
         divisor = (ch[:, None] * cw[None, :]).astype(x.dtype)  # (Ho, Wo)
     total /= divisor[None, :, :, None]
-    return total, AvgPoolCache(divisor, tuple(x.shape), tuple(x_pad.shape), win, x.dtype)  # type: ignore[arg-type]
+    return total, AvgPoolCache(divisor, tuple(x.shape), tuple(x_pad.shape), win, x.dtype)
 
 
 def avg_pool2d_backward(dy: Array, cache: AvgPoolCache) -> Array:
@@ -417,7 +419,7 @@ def lp_pool2d_forward(
     x: Array,
     norm_type: float,
     kernel_size: IntPair,
-    stride: Optional[IntPair] = None,
+    stride: IntPair | None = None,
     ceil_mode: bool = False,
 ) -> tuple[Array, LPPoolCache]:
     """L_p pooling (seed 002's "L2-norm pooling" for p = 2): y = (sum over the window of |x|^p)^(1/p).
@@ -440,7 +442,7 @@ def lp_pool2d_forward(
     a_pad = pad_nhwc(a, win.pads, 0.0)
     s = _window_sum(a_pad, win)
     y = xp.sqrt(s) if p == 2.0 else (s if p == 1.0 else s ** (1.0 / p))
-    return y, LPPoolCache(x, y, p, tuple(a_pad.shape), win)  # type: ignore[arg-type]
+    return y, LPPoolCache(x, y, p, tuple(a_pad.shape), win)
 
 
 def lp_pool2d_backward(dy: Array, cache: LPPoolCache) -> Array:
@@ -457,7 +459,7 @@ def lp_pool2d_backward(dy: Array, cache: LPPoolCache) -> Array:
         denom = y if p == 2.0 else y ** (p - 1.0)
         safe = xp.where(denom > 0, denom, 1)
         g = xp.where(denom > 0, dy / safe, 0).astype(y.dtype, copy=False)
-    back = _crop(_scatter_windows(g, cache.win, cache.padded_shape), cache.win, tuple(x.shape))  # type: ignore[arg-type]
+    back = _crop(_scatter_windows(g, cache.win, cache.padded_shape), cache.win, tuple(x.shape))
     if p == 2.0:
         back *= x
     elif p == 1.0:
@@ -477,15 +479,15 @@ class MaxUnpoolCache:
     indices: Array  # (N, H*W, C) int64, flat positions h*W_out + w in the output plane
     x_shape: tuple[int, int, int, int]
     y_shape: tuple[int, int, int, int]
-    dtype: object
+    dtype: xp.dtype
 
 
 def unpool_output_size(
     in_hw: tuple[int, int],
     kernel_size: IntPair,
-    stride: Optional[IntPair] = None,
+    stride: IntPair | None = None,
     padding: IntPair = 0,
-    output_size: Optional[Sequence[int]] = None,
+    output_size: Sequence[int] | None = None,
     strict: bool = True,
 ) -> tuple[int, int]:
     """Spatial size of max unpooling: (H_in - 1)*stride - 2*padding + kernel (PyTorch's default), or
@@ -496,14 +498,14 @@ def unpool_output_size(
     pads = pair(padding, "padding")
     if min(pads) < 0:
         raise ShapeError(f"max_unpool2d: padding must be >= 0, got {padding!r}")
-    default = tuple((s_in - 1) * s - 2 * p + k for s_in, k, s, p in zip(in_hw, kernel, strides, pads))
+    default = ((in_hw[0] - 1) * strides[0] - 2 * pads[0] + kernel[0], (in_hw[1] - 1) * strides[1] - 2 * pads[1] + kernel[1])
     if output_size is None:
         if min(default) < 1:
             raise ShapeError(
                 f"max_unpool2d: input {in_hw[0]}x{in_hw[1]} with kernel {kernel}, stride {strides}, padding {pads} "
                 f"gives an empty output {default}"
             )
-        return default  # type: ignore[return-value]
+        return default
     size = tuple(int(v) for v in output_size)
     if len(size) == 4:
         size = size[1:3]
@@ -515,16 +517,16 @@ def unpool_output_size(
                 f"max_unpool2d: output_size {size} is invalid for input {in_hw[0]}x{in_hw[1]}: expected each size "
                 f"strictly between default - stride and default + stride, default {default}, stride {strides}"
             )
-    return size  # type: ignore[return-value]
+    return size
 
 
 def max_unpool2d_forward(
     x: Array,
     indices: Array,
     kernel_size: IntPair,
-    stride: Optional[IntPair] = None,
+    stride: IntPair | None = None,
     padding: IntPair = 0,
-    output_size: Optional[Sequence[int]] = None,
+    output_size: Sequence[int] | None = None,
     strict_size: bool = True,
 ) -> tuple[Array, MaxUnpoolCache]:
     """Max unpooling (seed 002 去汇聚): a zero map of the pre-pooling size with each x at its switch.
@@ -575,10 +577,10 @@ class UpsampleCache:
 
     x_shape: tuple[int, int, int, int]
     scale: tuple[int, int]
-    dtype: object
+    dtype: xp.dtype
 
 
-def scale_factor_pair(scale_factor: Union[int, float, Sequence[Union[int, float]]]) -> tuple[int, int]:
+def scale_factor_pair(scale_factor: int | float | Sequence[int | float]) -> tuple[int, int]:
     """Normalise an upsampling factor (an int, an integral float, or a pair) to ``(sh, sw)`` ints >= 1."""
     if isinstance(scale_factor, (int, float)):
         scale_factor = (scale_factor, scale_factor)
@@ -599,7 +601,7 @@ def scale_factor_pair(scale_factor: Union[int, float, Sequence[Union[int, float]
 
 
 def upsample_nearest2d_forward(
-    x: Array, scale_factor: Union[int, Sequence[int]]
+    x: Array, scale_factor: int | Sequence[int]
 ) -> tuple[Array, UpsampleCache]:
     """Nearest-neighbour upsampling: y[n, i, j, c] = x[n, i // sh, j // sw, c].
 

@@ -7,7 +7,7 @@ it to the ops; the ops fall back to fresh arrays when given none.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from cnnkit.backend import Array, xp
 
@@ -36,6 +36,6 @@ class Workspace:
         self._bufs.clear()
 
 
-def scratch(ws: Optional[Workspace], name: str, shape: tuple[int, ...], dtype: Any) -> Array:
+def scratch(ws: Workspace | None, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
     """``ws.get(...)``, or a fresh array without a workspace."""
     return ws.get(name, shape, dtype) if ws is not None else xp.empty(shape, dtype=dtype)

@@ -14,17 +14,17 @@ from cnnkit.optim.schedule import (
 from cnnkit.optim.sgd import SGD
 
 __all__ = [
+    "OPTIMIZERS",
+    "SGD",
     "Adagrad",
     "Adam",
     "ConstantLR",
     "CosineAnnealingLR",
     "LRSchedule",
     "ListLR",
-    "OPTIMIZERS",
     "Optimizer",
     "RMSProp",
     "RMSprop",
-    "SGD",
     "StepLR",
     "make_optimizer",
     "schedule_from_spec",

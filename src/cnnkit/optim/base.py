@@ -20,7 +20,8 @@ continues bit-identically.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError, StateError

@@ -98,6 +98,7 @@ class SGD(Optimizer):
                 or g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous and buf.flags.c_contiguous)):
             return False
         t = p.dtype.type
+        assert jit.sgd_momentum_ is not None  # usable(): numba is there, so is the kernel
         jit.sgd_momentum_(p.reshape(-1), g.reshape(-1), buf.reshape(-1), t(self.lr), t(self.momentum),
                            t(self.weight_decay), bool(decay and self.weight_decay != 0.0))
         return True

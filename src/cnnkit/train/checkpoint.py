@@ -8,7 +8,7 @@ the caller adds to the metadata (the run's configuration and metric records).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from cnnkit.protocols import Model
 from cnnkit.serialize import PathLike, flatten_state, load_arrays, load_state_arrays, save_arrays, state_arrays, unflatten_state
@@ -16,7 +16,7 @@ from cnnkit.serialize import PathLike, flatten_state, load_arrays, load_state_ar
 FORMAT = "cnnkit-checkpoint-1"
 
 
-def save_checkpoint(path: PathLike, model: Model, optimizer: Any, epoch: int, extra: Optional[dict] = None) -> None:
+def save_checkpoint(path: PathLike, model: Model, optimizer: Any, epoch: int, extra: dict | None = None) -> None:
     """Write the state after ``epoch`` finished epochs: model, buffers and optimiser state (atomically)."""
     arrays = state_arrays(model)
     meta = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from typing import Any
 
 from cnnkit.optim import LRSchedule, Optimizer, make_optimizer, schedule_from_spec
 from cnnkit.protocols import Parameterised
@@ -22,8 +22,8 @@ class TrainConfig:
 
     model: str = "base"
     data: str = "mnist"
-    train_limit: Optional[int] = None
-    train_range: Optional[str] = None  # "10001-20000", 1-based inclusive
+    train_limit: int | None = None
+    train_range: str | None = None  # "10001-20000", 1-based inclusive
     epochs: int = 20
     batch_size: int = 100
     lr: float = 0.001
@@ -35,7 +35,7 @@ class TrainConfig:
     preprocess: str = "mean_image"
     dtype: str = "float32"
     eval_batch_size: int = 1000
-    test_limit: Optional[int] = None  # evaluate on the first N test images only (quick runs)
+    test_limit: int | None = None  # evaluate on the first N test images only (quick runs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from cnnkit.train.metrics import topk_wrong
 SHUFFLE_STREAM = 0x5EED  # distinguishes the shuffling generator from the dropout ones
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RuntimeError):  # noqa: N818 - a public name (cnnkit.train, docs), kept
     """The loss, a metric or a parameter became NaN or infinite; ``epoch`` is the 0-based epoch."""
 
     def __init__(self, message: str, epoch: int) -> None:
@@ -160,11 +161,11 @@ def run_epochs(
     epochs: int,
     batch_size: int,
     seed: int,
-    lr_at: Optional[Callable[[int], float]] = None,
-    test: Optional[tuple[Array, Array]] = None,
+    lr_at: Callable[[int], float] | None = None,
+    test: tuple[Array, Array] | None = None,
     eval_batch_size: int = 1000,
     start_epoch: int = 0,
-    records: Optional[list[dict[str, Any]]] = None,
+    records: list[dict[str, Any]] | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
 ) -> LoopState:

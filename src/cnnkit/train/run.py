@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from cnnkit.train.loop import evaluate
 from cnnkit.train.trainer import Trainer
 
 
-def load_split(data: str, split: str, data_dir: Optional[str], download: bool = False) -> Any:
+def load_split(data: str, split: str, data_dir: str | None, download: bool = False) -> Any:
     """A dataset split by name (mnist, fashion-mnist, cifar10) or an image-folder path (``<path>/<split>`` if present)."""
     from cnnkit import data as cdata
 
@@ -26,7 +27,7 @@ def load_split(data: str, split: str, data_dir: Optional[str], download: bool = 
 def train(
     config: TrainConfig,
     out: str | Path,
-    data_dir: Optional[str] = None,
+    data_dir: str | None = None,
     resume: bool = False,
     progress: bool = True,
     download: bool = False,
@@ -67,12 +68,12 @@ def train(
 
 
 def evaluate_model_file(
-    path: str | Path, data: Optional[str], split: str, data_dir: Optional[str], batch_size: int = 1000
+    path: str | Path, data: str | None, split: str, data_dir: str | None, batch_size: int = 1000
 ) -> dict[str, Any]:
     """Loss and top-1/top-5 error of a saved model on a dataset split."""
     from cnnkit.data import Preprocessor
-    from cnnkit.nn import SoftmaxCrossEntropy
     from cnnkit.models.file import load_model
+    from cnnkit.nn import SoftmaxCrossEntropy
 
     model, pre_d, meta = load_model(path)
     data = data or meta.get("data")
@@ -110,8 +111,8 @@ def _read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 def predict_files(path: str | Path, files: Sequence[str], top: int = 3) -> list[dict[str, Any]]:
     """Classify image files with a saved model: the best class and the ``top`` probabilities per file."""
     from cnnkit.data import Preprocessor
-    from cnnkit.ops.activation import softmax
     from cnnkit.models.file import load_model
+    from cnnkit.ops.activation import softmax
 
     model, pre_d, meta = load_model(path)
     shape = tuple(meta["input_shape"])

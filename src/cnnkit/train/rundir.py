@@ -10,8 +10,9 @@ then ``metrics.jsonl``, then the plot.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cnnkit.protocols import Model
 from cnnkit.serialize import atomic_write_text, remove_stale_temporaries

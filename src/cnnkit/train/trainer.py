@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from cnnkit.backend import Array
 from cnnkit.protocols import LossFunction, Model
@@ -26,7 +27,7 @@ class Trainer:
         model: Model,
         loss: LossFunction,
         train: tuple[Array, Array],
-        test: Optional[tuple[Array, Array]],
+        test: tuple[Array, Array] | None,
         out: str | Path,
         progress: bool = True,
         log: Callable[[str], None] = print,

@@ -9,7 +9,8 @@ layouts (PyTorch: NCHW and ``channels_last``); each layout is its own column of 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 from cnnkit.bench.workloads import ConvLayer, Network
 
@@ -32,14 +33,14 @@ class Engine(ABC):
         """Whether the framework is installed."""
         return True
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 - an optional hook: a no-op unless the engine overrides it
         """Import the framework, so that a memory baseline taken afterwards leaves the import out."""
 
     def versions(self) -> dict[str, str]:
         """Version strings for the results' ``info`` (beyond NumPy's, which is always there)."""
         return {}
 
-    def set_threads(self, threads: int) -> None:
+    def set_threads(self, threads: int) -> None:  # noqa: B027 - an optional hook: a no-op unless the engine overrides it
         """Pin the framework's own thread pool (NumPy's BLAS is pinned by the harness for everyone)."""
 
     def check_layout(self, layout: str) -> None:

@@ -4,7 +4,8 @@ token table's PyTorch entries), training and inference steps, and one convolutio
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
