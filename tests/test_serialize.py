@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 import re
 import zipfile
 from pathlib import Path
@@ -265,3 +266,17 @@ def test_remove_stale_temporaries_only_touches_atomic_write_leftovers(tmp_path) 
         p.write_bytes(b"x")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists() and all(p.exists() for p in keep)
+
+
+def test_any_array_name_round_trips(tmp_path: pathlib.Path) -> None:
+    """Names that np.savez would take as its own arguments are stored like any other."""
+    import numpy as np
+
+    from cnnkit.serialize import load_arrays, save_arrays
+
+    arrays = {"allow_pickle": np.arange(3), "file": np.ones((2, 2), np.float32), "args": np.zeros(1)}
+    save_arrays(tmp_path / "a.npz", arrays, {"k": 1})
+    back, meta = load_arrays(tmp_path / "a.npz")
+    assert meta == {"k": 1} and back.keys() == arrays.keys()
+    for k in arrays:
+        np.testing.assert_array_equal(back[k], arrays[k])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,12 @@ def save_arrays(path: PathLike, arrays: dict[str, Array], meta: dict[str, Any] |
             raise ValueError(f"array {k!r} has dtype object, which cannot be stored without pickle")
     payload[META_KEY] = np.frombuffer(json.dumps(meta or {}, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **payload)  # type: ignore[arg-type]  # numpy's stubs: a name could be savez's allow_pickle flag
+    # the archive np.savez writes, built by hand so that any array name works (savez would take an array
+    # named "allow_pickle" or "file" as its own argument)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in payload.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, value, allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -133,3 +133,14 @@ def test_shared_layer_gradient_equals_two_tied_copies(rng: np.random.Generator) 
     shared.backward(dy)
     for k in conv.params:
         np.testing.assert_allclose(conv.grads[k], a.grads[k] + b.grads[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("block", ["residual", "concat-first", "concat-last"])
+def test_branch_without_input_gradient_gives_none(rng: np.random.Generator, block: str) -> None:
+    """A branch whose first layer skips dX makes the block's input gradient 'not computed' (None), never partial."""
+    skip = Conv2d(2, 2, 1, rng=rng, need_input_grad=False)
+    other = _conv(2, 2, 1, rng)
+    net = {"residual": Residual(skip), "concat-first": Concat(skip, other), "concat-last": Concat(other, skip)}[block]
+    y = net.forward(rng.standard_normal((1, 3, 3, 2)).astype(np.float32), train=True)
+    assert net.backward(np.ones_like(y)) is None
+    assert np.any(skip.grads["weight"] != 0)

@@ -7,7 +7,7 @@ are the children's own, so in-place updates through the container change the chi
 Weight sharing: one layer object may appear at several places of a network (a siamese branch, tied
 weights). Its parameters are listed once, under the first name; each use keeps its own forward cache;
 and within one backward pass the gradients of the uses add up, as the chain rule requires (the total
-derivative through every path, §15.3). A layer used twice therefore gets the same gradient as two
+derivative through every path, eq. 15.4). A layer used twice therefore gets the same gradient as two
 layers holding the same weights would get summed.
 """
 
@@ -168,8 +168,15 @@ class Container(Layer):
         return f"{type(self).__name__}(\n{inner}\n)"
 
 
+def _sum_input_grads(a: Array | None, b: Array | None) -> Array | None:
+    """The input gradient of two paths that read the same input; None (not computed) if either path skipped it."""
+    if a is None or b is None:
+        return None
+    return a + b
+
+
 class Sequential(Container):
-    """Layers applied one after another; backward runs them in reverse (the chain rule of §15.3).
+    """Layers applied one after another; backward runs them in reverse (the chain rule, eqs. 15.11-15.12).
 
     Examples
     --------
@@ -264,7 +271,7 @@ class Residual(Container):
             ds = self._backward_child(self._children["shortcut"], caches[1], dy, done)
         else:
             ds = dy
-        return dx + ds  # type: ignore[operator]  # dx is None (a TypeError) if the body's first layer skips dX
+        return _sum_input_grads(dx, ds)
 
 
 class Concat(Container):
@@ -308,8 +315,8 @@ class Concat(Container):
         caches, widths = self._saved()
         dx: Array | None = None
         start = 0
-        for b, cache, w in zip(self._children.values(), caches, widths):
+        for i, (b, cache, w) in enumerate(zip(self._children.values(), caches, widths)):
             g = self._backward_child(b, cache, dy[..., start : start + w], done)
             start += w
-            dx = g if dx is None else dx + g
+            dx = g if i == 0 else _sum_input_grads(dx, g)
         return dx
