@@ -259,8 +259,8 @@ def test_eval_text_on_the_model_file(trained_run: Run) -> None:
     assert trained_run.result.code == 0
     r = cli(["eval", trained_run.out / "model.npz", "--data-dir", trained_run.data_dir, "--batch-size", "5000"])
     assert r.code == 0, r.err
-    assert re.match(r"mnist/test: 10000 images {2}loss \d+\.\d{4} {2}top-1 error \d+\.\d\d% {2}top-5 error \d+\.\d\d%$",
-                    r.out.strip()), r.out
+    assert re.match(r"mnist/test: 10000 images {2}loss \d+\.\d{4} {2}accuracy \d+\.\d\d% "
+                    r"{2}top-1 error \d+\.\d\d% {2}top-5 error \d+\.\d\d%$", r.out.strip()), r.out
 
 
 def test_eval_missing_model_file(tmp_path: Path) -> None:

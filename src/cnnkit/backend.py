@@ -18,5 +18,15 @@ as_strided = numpy.lib.stride_tricks.as_strided
 
 
 def default_float() -> numpy.dtype:
-    """The dtype parameters are created in unless asked otherwise (float32)."""
+    """The dtype parameters are created in unless asked otherwise (float32).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.backend import default_float
+    >>> default_float()
+    dtype('float32')
+    >>> np.zeros(2, default_float()).dtype
+    dtype('float32')
+    """
     return numpy.dtype(numpy.float32)

@@ -22,6 +22,20 @@ class UsageError(Exception):
     """A mistake in the command's arguments: exit code 2."""
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (unless it has none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text or "default" in text or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 def _model_arg(value: str) -> str:
     from cnnkit.models import SpecError, resolve
 
@@ -53,10 +67,7 @@ def _positive_int(value: str) -> int:
 
 
 def _positive_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    v = _number(value)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
     return v
@@ -72,6 +83,66 @@ def _range_arg(value: str) -> str:
     return value
 
 
+def _number(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return v
+
+
+def _nonnegative_float(value: str) -> float:
+    v = _number(value)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return v
+
+
+def _fraction_arg(value: str) -> float:
+    v = _number(value)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value!r}")
+    return v
+
+
+def _open_fraction_arg(value: str) -> float:
+    v = _number(value)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, e.g. 0.1, got {value!r}")
+    return v
+
+
+def _size_arg(value: str) -> str:
+    from cnnkit.data.images import parse_size
+
+    try:
+        h, w = parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"{h}x{w}"
+
+
+def _augment_arg(value: str) -> str:
+    from cnnkit.data import augment
+
+    try:
+        augment.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _subparser_class() -> type[argparse.ArgumentParser]:
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *a: object, **kw: object) -> None:
+            kw.setdefault("formatter_class", _Help)
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+
+    return Parser
+
+
 def _schedule_arg(value: str) -> str:
     from cnnkit.optim import schedule_from_spec
 
@@ -83,9 +154,10 @@ def _schedule_arg(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, inspect and run CNNs built from their mathematics.")
+    p = argparse.ArgumentParser(prog="cnnkit", description="Train, evaluate, inspect and run CNNs built from their mathematics.",
+                                formatter_class=_Help)
     p.add_argument("--version", action="version", version=f"cnnkit {cnnkit.__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_subparser_class())
     sub.required = True
 
     data_dir_help = "dataset directory (default: $CNNKIT_DATA, else ~/.cache/cnnkit)"
@@ -102,45 +174,73 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N training examples")
     g.add_argument("--train-range", type=_range_arg, default=None, help="train on examples A-B (1-based, inclusive), e.g. 10001-20000")
     t.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test examples only (quick runs)")
-    t.add_argument("--epochs", type=_positive_int, default=20)
-    t.add_argument("--batch-size", type=_positive_int, default=100)
-    t.add_argument("--lr", type=_positive_float, default=0.001, help="learning rate (default 0.001)")
+    t.add_argument("--epochs", type=_positive_int, default=20, help="epochs to train (with --resume: extends a finished run to this many)")
+    t.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size")
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: the model's own: 0.001 for the book's networks and network strings "
+                        "(MatConvNet), 0.01 for lenet5, cifar, vgg16 and alexnet)")
     t.add_argument("--schedule", type=_schedule_arg, default="constant",
                    help="constant | step:EPOCHS:GAMMA | cosine:T_MAX[:ETA_MIN] | list:LR1,LR2,...")
-    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "rmsprop", "adagrad"])
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--preprocess", default="mean_image", choices=["mean_image", "scale", "per_channel", "none"])
-    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    t.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-seed<seed>)")
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "rmsprop", "adagrad"], help="optimiser")
+    t.add_argument("--momentum", type=_fraction_arg, default=0.9, help="momentum (SGD, RMSProp)")
+    t.add_argument("--weight-decay", type=_nonnegative_float, default=5e-4, help="L2 weight decay")
+    t.add_argument("--seed", type=int, default=0, help="seed of every random draw (initialisation, order, dropout, augmentation)")
+    t.add_argument("--preprocess", default=None, choices=["mean_image", "scale", "per_channel", "none"],
+                   help="input preprocessing (default: the model's own: mean_image for the book's networks and network "
+                        "strings, scale for lenet5, per_channel for cifar, vgg16 and alexnet)")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="parameter and activation dtype")
+    t.add_argument("--val-split", type=_open_fraction_arg, default=None,
+                   help="hold out this fraction of the training examples as validation data (val_* in metrics.jsonl)")
+    t.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                   help="stop when the validation loss has not improved for PATIENCE epochs (needs --val-split)")
+    t.add_argument("--keep-best", action="store_true",
+                   help="also write best.npz, the model of the epoch with the lowest validation loss (needs --val-split)")
+    t.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from the weights of this model file or run directory (fine-tuning)")
+    t.add_argument("--color", default=None, choices=["grayscale", "rgb"],
+                   help="image folders: read images as grayscale or rgb (default: what the model takes)")
+    t.add_argument("--size", default=None, type=_size_arg, metavar="HxW",
+                   help="image folders: resize images (bilinear) to HxW (default: a named model's input size; "
+                        "a network string needs images of one size)")
+    t.add_argument("--augment", default=None, type=_augment_arg,
+                   help="training augmentation, e.g. crop:4,flip or shift:2 (random crop after padding, horizontal flip, "
+                        "random shift; drawn from --seed and the epoch)")
+    t.add_argument("--out", default=None, help="run directory (default: runs/<model>-<data>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
 
     e = sub.add_parser("eval", help="evaluate a trained model on a dataset split",
                        description="Evaluate a model file (or a run directory's model.npz).")
     e.add_argument("model_file", help="model.npz, or a run directory")
     e.add_argument("--data", default=None, help="dataset (default: the one the model was trained on)")
     e.add_argument("--data-dir", default=None, help=data_dir_help)
-    e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--batch-size", type=_positive_int, default=1000)
+    e.add_argument("--split", default="test", choices=["train", "test"], help="which split")
+    e.add_argument("--batch-size", type=_positive_int, default=1000, help="examples per evaluation batch")
+    e.add_argument("--color", default=None, choices=["grayscale", "rgb"], help="image folders: colour (default: what the model takes)")
+    e.add_argument("--size", default=None, type=_size_arg, metavar="HxW",
+                   help="image folders: resize to HxW (default: the model's input size)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     pr = sub.add_parser("predict", help="classify image files", description="Classify image files (PNG/JPEG via Pillow, or .npy arrays).")
     pr.add_argument("model_file", help="model.npz, or a run directory")
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--top", type=_positive_int, default=3, help="how many classes to show per image")
+    pr.add_argument("--color", default=None, choices=["grayscale", "rgb"],
+                    help="colour the images are read in; must be what the model takes (default: that)")
+    pr.add_argument("--size", default=None, type=_size_arg, metavar="HxW",
+                    help="size the images are resized to (bilinear, as in training); must be the model's input size (default: that)")
     pr.add_argument("--json", action="store_true", help="print JSON")
 
     s = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory, receptive fields",
-                       description="Summarise a model or network string.")
-    s.add_argument("model", type=_model_arg, help="model name or network string")
+                       description="Summarise a model name, a network string, a model file or a run directory.")
+    s.add_argument("model", help="model name, network string, model.npz or a run directory")
     s.add_argument("--input-shape", type=_shape_arg, default=None, help="HxWxC (default: the model's own)")
 
     b = sub.add_parser("bench", help="time cnnkit against PyTorch on the CPU",
                        description="Benchmark cnnkit and PyTorch side by side (same threads, same work).")
-    b.add_argument("--threads", type=_positive_int, default=None, help="threads for both frameworks (default: all cores)")
-    b.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement (default 1.0)")
+    b.add_argument("--threads", type=_positive_int, default=None, help="threads for every engine (default: all cores)")
+    b.add_argument("--min-time", type=_nonnegative_float, default=1.0, help="seconds per measurement")
     b.add_argument("--no-torch", action="store_true", help="time cnnkit only")
     b.add_argument("--no-layers", action="store_true", help="skip the per-convolution GFLOP/s rows")
     b.add_argument("--memory", action="store_true", help="also measure VGG-16 224x224 batch-8 training peak memory (slow)")
@@ -154,11 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--parts", default="b,c,d,e,f,g,h,i,j", help="comma-separated parts, e.g. b,c,e (default: all)")
     x.add_argument("--out", default="runs/ex15.6", help="experiment directory (rerun to resume)")
     x.add_argument("--data-dir", default=None, help=data_dir_help)
-    x.add_argument("--executor", default="local", choices=["local", "ray"])
+    x.add_argument("--executor", default="local", choices=["local", "ray"], help="where the runs go: local processes or a Ray cluster")
     x.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     x.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: one per core)")
     x.add_argument("--threads", type=_positive_int, default=None, help="BLAS threads per run (default: cores / workers)")
-    x.add_argument("--epochs", type=_positive_int, default=20)
+    x.add_argument("--epochs", type=_positive_int, default=20, help="epochs of every run")
     x.add_argument("--max-train", type=_positive_int, default=None, help="cap every training subset (shrunken runs)")
     x.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test images only")
 
@@ -173,8 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.models import resolve
-    from cnnkit.summary import summarize
+    from cnnkit.summary import summarize, summary
 
+    path = Path(args.model)
+    if path.is_dir() or path.suffix == ".npz" or path.is_file():
+        from cnnkit.models.file import load_model
+
+        model_file = load_model(_model_path(args.model))
+        shape = args.input_shape or model_file.input_shape
+        if shape is None:
+            raise UsageError(f"{args.model} does not record its input shape; give --input-shape HxWxC")
+        print(f"{path}: {model_file.meta.get('model', 'model file')}")
+        print(summary(model_file.network, shape).format())
+        return 0
     d = resolve(args.model, args.input_shape)
     table = summarize(d.spec, args.input_shape or d.input_shape).format()  # raises SpecError before printing
     print(f"{d.name}: {d.description}" if d.description else d.name)
@@ -186,48 +297,70 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.train import TrainConfig
     from cnnkit.train.run import train
 
+    if (args.early_stopping or args.keep_best) and args.val_split is None:
+        flag = "--early-stopping" if args.early_stopping else "--keep-best"
+        raise UsageError(f"{flag} watches the validation loss: give --val-split too (e.g. --val-split 0.1)")
+    if args.out == "":
+        raise UsageError("--out must name a directory")
+    init_from = str(_model_path(args.init_from)) if args.init_from else None
     cfg = TrainConfig(
         model=args.model, data=args.data, train_limit=args.train_limit, train_range=args.train_range, test_limit=args.test_limit,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
         optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
-        preprocess=args.preprocess, dtype=args.dtype,
+        preprocess=args.preprocess, dtype=args.dtype, val_split=args.val_split, early_stopping=args.early_stopping,
+        keep_best=args.keep_best, init_from=init_from, color=args.color, size=args.size, augment=args.augment,
     )
     out = args.out or f"runs/{args.model}-{Path(args.data).name}-seed{args.seed}"
     # overflow on the way to a diverging loss is detected and reported by the trainer (TrainingDiverged)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         record = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, download=args.download)
+    line = f"done: {out}"
     if "test_top1_error" in record:
-        print(f"done: {out}  test error {100 * record['test_top1_error']:.2f}% (top-5 {100 * record['test_top5_error']:.2f}%)")
-    else:
-        print(f"done: {out}")
+        line += f"  epoch {record['epoch']}: test error {_errors(record, 'test_')}"
+    if "best_epoch" in record:
+        line += f"; best model (epoch {record['best_epoch']}, {out}/best.npz)"
+        if "best_test_top1_error" in record:
+            line += f": test error {_errors(record, 'best_test_')}"
+    print(line)
     return 0
 
 
+def _errors(record: dict, prefix: str) -> str:
+    """'1.23%' or '1.23% (top-5 0.12%)' from a record's top-1 (and top-5, when there are over 5 classes) error."""
+    text = f"{100 * record[prefix + 'top1_error']:.2f}%"
+    if prefix + "top5_error" in record:
+        text += f" (top-5 {100 * record[prefix + 'top5_error']:.2f}%)"
+    return text
+
+
 def _model_path(p: str) -> Path:
+    """A model file, or a run directory's model.npz; FileNotFoundError naming what is missing."""
     path = Path(p)
     if path.is_dir():
         path = path / "model.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"no model file at {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}" if not path.exists() else f"{path} is not a regular file")
     return path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from cnnkit.train.run import evaluate_model_file
 
-    metrics = evaluate_model_file(_model_path(args.model_file), args.data, args.split, args.data_dir, args.batch_size)
+    metrics = evaluate_model_file(_model_path(args.model_file), args.data, args.split, args.data_dir, args.batch_size,
+                                  args.color, args.size, progress=not args.no_progress)
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
     else:
+        top5 = f"  top-5 error {100 * metrics['top5_error']:.2f}%" if "top5_error" in metrics else ""
         print(f"{metrics['data']}/{metrics['split']}: {metrics['n']} images  loss {metrics['loss']:.4f}  "
-              f"top-1 error {100 * metrics['top1_error']:.2f}%  top-5 error {100 * metrics['top5_error']:.2f}%")
+              f"accuracy {100 * metrics['accuracy']:.2f}%  top-1 error {100 * metrics['top1_error']:.2f}%{top5}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnkit.train.run import predict_files
 
-    results = predict_files(_model_path(args.model_file), args.images, args.top)
+    results = predict_files(_model_path(args.model_file), args.images, args.top, color=args.color, size=args.size)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -297,7 +430,7 @@ COMMANDS = {"experiment": cmd_experiment, "bench": cmd_bench, "train": cmd_train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from cnnkit.models import SpecError
+    from cnnkit.errors import CnnkitError, SpecError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -310,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+    except (CnnkitError, ValueError, OSError, RuntimeError, KeyError, MemoryError) as exc:
         text = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # KeyError: no repr quotes
         msg = " ".join(line.strip() for line in text.strip().splitlines()) or type(exc).__name__  # one line
         print(f"cnnkit {args.command}: error: {msg}", file=sys.stderr)

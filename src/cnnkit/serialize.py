@@ -26,7 +26,18 @@ PathLike = str | os.PathLike
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.serialize import atomic_write_bytes
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     atomic_write_bytes(Path(d) / "sub" / "a.bin", b"new")  # creates sub/, then renames into place
+    ...     print((Path(d) / "sub" / "a.bin").read_bytes(), sorted(p.name for p in (Path(d) / "sub").iterdir()))
+    b'new' ['a.bin']
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # not tempfile.mkstemp: its files are mode 0600, which the rename would give the target; os.open
@@ -49,6 +60,17 @@ def remove_stale_temporaries(directory: PathLike) -> list[Path]:
     """Delete the temporary files that a killed :func:`atomic_write_bytes` left in ``directory``.
 
     Only names of the form ``.<target>.<16 hex digits>.tmp`` are touched; returns what was removed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.serialize import remove_stale_temporaries
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for name in (".model.npz.0123456789abcdef.tmp", ".notes.tmp", "model.npz"):
+    ...         _ = (Path(d) / name).write_bytes(b"")
+    ...     print([p.name for p in remove_stale_temporaries(d)], sorted(p.name for p in Path(d).iterdir()))
+    ['.model.npz.0123456789abcdef.tmp'] ['.notes.tmp', 'model.npz']
     """
     removed = []
     for p in Path(directory).glob(".*.tmp"):
@@ -61,11 +83,40 @@ def remove_stale_temporaries(directory: PathLike) -> list[Path]:
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically (see :func:`atomic_write_bytes`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.serialize import atomic_write_text
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     atomic_write_text(Path(d) / "run.json", '{"epoch": 3}')
+    ...     print((Path(d) / "run.json").read_text(encoding="utf-8"))
+    {"epoch": 3}
+    """
+
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_arrays(path: PathLike, arrays: dict[str, Array], meta: dict[str, Any] | None = None) -> None:
-    """Save named arrays plus JSON metadata to an ``.npz`` file, atomically and without pickle."""
+    """Save named arrays plus JSON metadata to an ``.npz`` file, atomically and without pickle.
+
+    Examples
+    --------
+    Any array name works, and the metadata rides along as JSON:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.serialize import load_arrays, save_arrays
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_arrays(Path(d) / "s.npz", {"param/weight": np.eye(2), "file": np.zeros(1)}, {"epoch": 3})
+    ...     arrays, meta = load_arrays(Path(d) / "s.npz")
+    >>> sorted(arrays), meta, arrays["param/weight"]
+    (['file', 'param/weight'], {'epoch': 3}, array([[1., 0.],
+           [0., 1.]]))
+    """
     import io
 
     if META_KEY in arrays:
@@ -86,7 +137,21 @@ def save_arrays(path: PathLike, arrays: dict[str, Array], meta: dict[str, Any] |
 
 
 def load_arrays(path: PathLike) -> tuple[dict[str, Array], dict[str, Any]]:
-    """Load what :func:`save_arrays` wrote; never unpickles. Raises ValueError naming a bad file."""
+    """Load what :func:`save_arrays` wrote; never unpickles. Raises ValueError naming a bad file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.serialize import load_arrays
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     np.save(Path(d) / "evil.npy", np.array([object()]), allow_pickle=True)
+    ...     load_arrays(Path(d) / "evil.npy")
+    Traceback (most recent call last):
+    ...
+    ValueError: .../evil.npy: not a readable cnnkit .npz file (Object arrays cannot be loaded when allow_pickle=False)
+    """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -126,7 +191,17 @@ def flatten_state(prefix: str, tree: Any, arrays: dict[str, Array]) -> Any:
 
 
 def unflatten_state(tree: Any, arrays: dict[str, Array]) -> Any:
-    """Inverse of :func:`flatten_state` (arrays are copied out of ``arrays``)."""
+    """Inverse of :func:`flatten_state` (arrays are copied out of ``arrays``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.serialize import flatten_state, unflatten_state
+    >>> arrays = {}
+    >>> tree = flatten_state("opt", {"lr": 0.1, "state": [{"m": np.ones(2)}]}, arrays)
+    >>> tree, unflatten_state(tree, arrays)
+    ({'lr': 0.1, 'state': [{'m': {'__array__': 'opt/state/0/m'}}]}, {'lr': 0.1, 'state': [{'m': array([1., 1.])}]})
+    """
     if isinstance(tree, dict):
         if set(tree) == {"__array__"}:
             return arrays[tree["__array__"]].copy()
@@ -137,19 +212,51 @@ def unflatten_state(tree: Any, arrays: dict[str, Array]) -> Any:
 
 
 def state_arrays(model: Model) -> dict[str, Array]:
-    """A model's parameters and buffers as ``{"param/<name>": ..., "buffer/<name>": ...}``."""
+    """A model's parameters and buffers as ``{"param/<name>": ..., "buffer/<name>": ...}``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.models import build
+    >>> from cnnkit.serialize import state_arrays
+    >>> sorted(state_arrays(build("conv3x3x1x2,bn", (4, 4, 1), np.random.default_rng(0))))
+    ['buffer/1.num_batches_tracked', 'buffer/1.running_mean', 'buffer/1.running_var',
+     'param/0.bias', 'param/0.weight', 'param/1.bias', 'param/1.weight']
+    """
     out = {f"param/{k}": v for k, v in model.params.items()}
     out.update({f"buffer/{k}": v for k, v in model.buffers.items()})
     return out
 
 
 def load_state_arrays(model: Model, arrays: dict[str, Array], strict: bool = True) -> None:
-    """Copy ``param/``/``buffer/`` arrays into a model in place; shapes must match."""
+    """Copy ``param/``/``buffer/`` arrays into a model in place; shapes must match.
+
+    ``strict``: every parameter and buffer of the model must be given (a batch-norm ``num_batches_tracked``
+    counter, which files of the first format lack, may be missing and stays as it is).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.models import build
+    >>> from cnnkit.serialize import load_state_arrays, state_arrays
+    >>> a, b = (build("fc2", (1, 1, 3), np.random.default_rng(seed)) for seed in (0, 1))
+    >>> load_state_arrays(b, state_arrays(a))  # copied in place
+    >>> bool(np.array_equal(a.params["1.weight"], b.params["1.weight"]))
+    True
+    >>> load_state_arrays(b, {"param/1.weight": np.zeros((2, 2))}, strict=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: state entry 'param/1.weight' has shape (2, 2); the model expects (3, 2)
+    """
     targets = {f"param/{k}": v for k, v in model.params.items()}
     targets.update({f"buffer/{k}": v for k, v in model.buffers.items()})
-    missing = sorted(set(targets) - {k for k in arrays if k.startswith(("param/", "buffer/"))})
+    given = {k for k in arrays if k.startswith(("param/", "buffer/"))}
+    missing = sorted(k for k in set(targets) - given if not k.endswith("num_batches_tracked"))
     if strict and missing:
         raise ValueError(f"state is missing {len(missing)} entries the model has, e.g. {missing[:3]}")
+    unexpected = sorted(given - set(targets))
+    if strict and unexpected:
+        raise ValueError(f"state has {len(unexpected)} entries the model does not, e.g. {unexpected[:3]}")
     for key, dst in targets.items():
         if key not in arrays:
             continue

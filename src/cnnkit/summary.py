@@ -1,13 +1,17 @@
-"""Per-layer summary of a network string: shapes, parameters, FLOPs, memory and receptive fields.
+"""Per-layer summary of a network: shapes, parameters, FLOPs, memory and receptive fields.
 
-Computed analytically from the network's tokens (nothing is allocated), so ``summary vgg16`` is instant.
+:func:`summary` takes any network built from cnnkit layers; :func:`summarize` takes a network string and
+gives one row per token (the book's tables). Both read the layers' own rules (``Layer.describe``); a
+network string is built with :func:`cnnkit.nn.init.shapes_only`, so nothing large is allocated and
+``cnnkit summary vgg16`` is instant.
 
-* FLOPs count a multiply-add as 2 (forward pass, one image).
+* FLOPs count a multiply-add as 2 (forward pass, one image); a layer that does not know its cost shows none.
 * Activations are the elements of each layer's output (the input image counted once), as in seed 002's
   VGG-16 memory table; elementwise layers (ReLU, sigmoid, dropout, BN) are listed with their output but are
   not added to the seed-style total, which counts them as done in place.
 * im2row workspace is the size of phi(x) for one image, (H_out W_out) x (kh kw C_in) (eq. 15.25).
-* ``rf`` is the receptive field of one output element in the network's input (growth by (k_eff-1)*jump).
+* ``rf`` is the receptive field of one output element in the network's input (growth by (k_eff-1)*jump),
+  along H; where branches meet (a residual sum, a concatenation) it is the largest of the branches'.
 * ``rf_seed`` is Table 15.2's column: the extent, in this layer's input, needed to compute one element of the
   input of the first fully connected layer (or of the network's output when there is none).
 * A window that does not tile its input ((H + pads - k_eff) not divisible by the stride, seed 002's 4.5
@@ -17,30 +21,61 @@ Computed analytically from the network's tokens (nothing is allocated), so ``sum
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cnnkit.models.spec import Token, infer_shapes, parse
-from cnnkit.models.tokens import BY_KIND, entry
+from cnnkit.models.spec import Token, assemble, parse
+from cnnkit.nn.base import Layer, Trace, TraceRow
+from cnnkit.nn.init import shapes_only
+
+
+def _mflops(flops: int | None) -> str:
+    return "-" if flops is None else f"{flops / 1e6:.1f}"
 
 
 @dataclass
 class LayerRow:
+    """One line of the summary: a token's output shape, parameters, FLOPs, activations, workspace, receptive fields.
+
+    Examples
+    --------
+    >>> from cnnkit.summary import summarize
+    >>> row = summarize("conv5x5x1x20,pool2", (28, 28, 1)).rows[0]
+    >>> row.token, row.out_shape, row.params, row.flops, row.workspace, row.rf
+    ('conv5x5x1x20', (24, 24, 20), 520, 576000, 14400, 5)
+    """
+
     index: int
     token: str
     kind: str
     out_shape: tuple[int, ...]
     params: int
-    flops: int
+    flops: int | None
     activations: int
     workspace: int
     rf: int | None
     rf_seed: int | None
     tiles: bool
+    elementwise: bool = False
 
 
 @dataclass
 class Summary:
-    input_shape: tuple[int, int, int]
+    """The rows of a network's summary with their totals; :meth:`format` prints them as a table.
+
+    Examples
+    --------
+    Seed 002's VGG-16 table: 138M parameters, 1,728 weights (plus 64 biases) in the first layer, and the
+    table's memory column, which adds up to 15.2M values (not the 24M it states: docs/book.md, E10).
+
+    >>> from cnnkit.models.zoo import VGG16_SPEC
+    >>> from cnnkit.summary import summarize
+    >>> s = summarize(VGG16_SPEC, (224, 224, 3))
+    >>> s.total_params, s.rows[0].params, s.total_activations
+    (138357544, 1792, 15237608)
+    """
+
+    input_shape: tuple[int, ...]
     rows: list[LayerRow]
 
     @property
@@ -49,19 +84,18 @@ class Summary:
 
     @property
     def total_flops(self) -> int:
-        return sum(r.flops for r in self.rows)
+        """Forward FLOPs per image of the layers that know their cost."""
+        return sum(r.flops or 0 for r in self.rows)
 
     @property
     def total_activations(self) -> int:
         """Seed-002-style count: the input plus every non-elementwise layer's output, per image."""
-        h, w, c = self.input_shape
-        return h * w * c + sum(r.activations for r in self.rows if not BY_KIND[r.kind].elementwise)
+        return math.prod(self.input_shape) + sum(r.activations for r in self.rows if not r.elementwise)
 
     @property
     def all_activations(self) -> int:
         """Every layer's output plus the input (what a framework without in-place layers stores)."""
-        h, w, c = self.input_shape
-        return h * w * c + sum(r.activations for r in self.rows)
+        return math.prod(self.input_shape) + sum(r.activations for r in self.rows)
 
     @property
     def max_workspace(self) -> int:
@@ -78,7 +112,7 @@ class Summary:
         for r in self.rows:
             flag = "  <- window does not tile its input" if not r.tiles else ""
             lines.append(
-                f"{r.index:>3} {r.token:<22} {shape(r.out_shape):>13} {r.params:>12,} {r.flops / 1e6:>10.1f} "
+                f"{r.index:>3} {r.token:<22} {shape(r.out_shape):>13} {r.params:>12,} {_mflops(r.flops):>10} "
                 f"{r.activations:>10,} {r.workspace:>10,} {'' if r.rf is None else r.rf:>5} "
                 f"{'' if r.rf_seed is None else r.rf_seed:>9}{flag}"
             )
@@ -87,7 +121,7 @@ class Summary:
             "-" * len(head),
             f"parameters: {self.total_params:,} ({self.total_params * bytes_per_element / mb:.1f} MiB)",
             f"forward FLOPs per image: {self.total_flops / 1e9:.3f} G",
-            f"activations per image (input + conv/pool/fc outputs, seed 002's count): {self.total_activations:,} "
+            f"activations per image (input + conv/pool/fc outputs, the layer notes' VGG-16 count): {self.total_activations:,} "
             f"({self.total_activations * bytes_per_element / mb:.1f} MiB)",
             f"activations per image counting every layer's output: {self.all_activations:,} "
             f"({self.all_activations * bytes_per_element / mb:.1f} MiB)",
@@ -97,8 +131,36 @@ class Summary:
         return "\n".join(lines)
 
 
+def _row(index: int, name: str, kind: str, rows: Sequence[TraceRow]) -> LayerRow:
+    """One summary row for the layers of ``rows`` (one token's, or one layer's)."""
+    info = [r.info for r in rows]
+    flops = [i.flops for i in info]
+    tiles = all(
+        (p - ke) % st == 0
+        for i in info if i.window is not None
+        for p, ke, st in zip(i.window.padded_hw, i.window.effective_kernel, i.window.stride)
+    )
+    out = info[-1].out_shape
+    return LayerRow(index, name, kind, out, sum(i.params for i in info), None if None in flops else sum(f or 0 for f in flops),
+                    math.prod(out), max(i.workspace for i in info), rows[-1].rf, None, tiles, all(i.elementwise for i in info))
+
+
+def _table_15_2(rows: list[LayerRow], groups: Sequence[Sequence[TraceRow]]) -> None:
+    """Table 15.2's column: walk back from the first fully connected layer's input (chains only)."""
+    stop = next((i for i, g in enumerate(groups) if any(r.info.flattens for r in g)), len(groups))
+    extent = 1
+    for i in range(stop - 1, -1, -1):
+        for r in reversed(groups[i]):
+            win = r.info.window
+            if win is not None:
+                extent = (extent - 1) * win.stride[0] + win.effective_kernel[0]
+        rows[i].rf_seed = extent
+    if stop < len(rows):
+        rows[stop].rf_seed = 1
+
+
 def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Summary:
-    """Summarise a network string for one input of shape (H, W, C).
+    """Summarise a network string for one input of shape (H, W, C): one row per token.
 
     Examples
     --------
@@ -107,36 +169,37 @@ def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Sum
     (431080, (1, 1, 10), 28)
     """
     tokens = parse(spec) if isinstance(spec, str) else spec
-    shapes = infer_shapes(tokens, input_shape)
-    ins = [tuple(input_shape), *shapes[:-1]]
-    # forward receptive field: rf grows by (k_eff - 1) * jump; jump multiplies by the stride
-    rf: int | None = 1
-    jump = 1
-    rows: list[LayerRow] = []
-    costs = []
-    for i, (t, sin, sout) in enumerate(zip(tokens, ins, shapes)):
-        cost = entry(t.kind).cost(t.args, sin, sout)
-        costs.append(cost)
-        tiles = True
-        if cost.window is not None:
-            win = cost.window
-            tiles = all((p - ke) % s == 0 for p, ke, s in zip(win.padded_hw, win.effective_kernel, win.stride))
-            if rf is not None:
-                rf = rf + (win.effective_kernel[0] - 1) * jump
-                jump *= win.stride[0]
-        if cost.flattens:
-            rf = None
-        rows.append(LayerRow(i + 1, t.text, t.kind, sout, cost.params, cost.flops, math.prod(sout), cost.workspace,
-                             rf, None, tiles))
-    # Table 15.2's column: walk back from the first fully connected layer's input
-    stop = next((i for i, c in enumerate(costs) if c.flattens), len(tokens))
-    extent = 1
-    for i in range(stop - 1, -1, -1):
-        back = costs[i].window
-        if back is not None:
-            extent = (extent - 1) * back.stride[0] + back.effective_kernel[0]
-        rows[i].rf_seed = extent
-    if stop < len(rows):
-        rows[stop].rf_seed = 1
-    h, w, c = input_shape
-    return Summary((h, w, c), rows)
+    with shapes_only():
+        groups = [rows for _, _, rows in assemble(tokens, input_shape)]
+    rows = [_row(i + 1, t.text, t.kind, g) for i, (t, g) in enumerate(zip(tokens, groups))]
+    _table_15_2(rows, groups)
+    return Summary(tuple(int(v) for v in input_shape), rows)
+
+
+def summary(net: Layer, input_shape: Sequence[int]) -> Summary:
+    """Summarise any network for one example of ``input_shape`` (no batch axis): one row per layer.
+
+    Rows are named by the layers' dotted paths (``"3.body.0"``); a residual sum and a concatenation get
+    rows of their own (``add``, ``concat``). Nothing is run: the layers' ``describe`` rules give the numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d, Flatten, Linear, ReLU, Residual, Sequential
+    >>> rng = np.random.default_rng(0)
+    >>> net = Sequential(Conv2d(1, 8, 3, padding=1, rng=rng), Residual(Sequential(Conv2d(8, 8, 3, padding=1, rng=rng), ReLU())),
+    ...                  Flatten(), Linear(8 * 6 * 6, 10, rng=rng))
+    >>> s = summary(net, (6, 6, 1))
+    >>> [(r.token, r.kind, r.out_shape) for r in s.rows]  # doctest: +NORMALIZE_WHITESPACE
+    [('0', 'Conv2d', (6, 6, 8)), ('1.body.0', 'Conv2d', (6, 6, 8)), ('1.body.1', 'ReLU', (6, 6, 8)),
+     ('1.add', 'add', (6, 6, 8)), ('2', 'Flatten', (288,)), ('3', 'Linear', (10,))]
+    >>> s.total_params, s.rows[3].rf  # 1*9*8 + 8, 8*9*8 + 8 and 288*10 + 10 parameters
+    (3554, 5)
+    """
+    trace_rows: list[TraceRow] = []
+    shape = tuple(int(v) for v in input_shape)
+    net.trace(Trace(shape), "", trace_rows)
+    rows = [_row(i + 1, r.name or type(net).__name__, r.kind, [r]) for i, r in enumerate(trace_rows)]
+    if not any(r.kind in ("add", "concat") for r in trace_rows):  # Table 15.2's column is defined for chains
+        _table_15_2(rows, [[r] for r in trace_rows])
+    return Summary(shape, rows)

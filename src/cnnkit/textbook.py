@@ -47,12 +47,29 @@ def vec(a: Array) -> Array:
     """Column-major vectorisation (MATLAB's ``a(:)``): vec([[1, 2], [3, 4]]) = (1, 3, 2, 4)^T.
 
     Works for any order of tensor; the first index runs fastest. Returns a 1-D array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.textbook import vec
+    >>> vec(np.array([[1, 2], [3, 4]]))
+    array([1, 3, 2, 4])
     """
     return xp.asarray(a).reshape(-1, order="F")
 
 
 def unvec(v: Array, shape: Sequence[int]) -> Array:
-    """Inverse of :func:`vec`: fold a vector back into ``shape`` in column-major order."""
+    """Inverse of :func:`vec`: fold a vector back into ``shape`` in column-major order.
+
+    Examples
+    --------
+    Eq. 15.20's vector, "reshaped appropriately", is the convolution result of eq. 15.19:
+
+    >>> from cnnkit.textbook import unvec
+    >>> unvec([12, 24, 16, 28, 11, 17], (2, 3))
+    array([[12, 16, 11],
+           [24, 28, 17]])
+    """
     v = xp.asarray(v)
     shape = tuple(int(s) for s in shape)
     if v.size != int(xp.prod(shape)):
@@ -79,23 +96,53 @@ def _geometry(in_shape: Sequence[int], kernel_hw: Sequence[int]) -> tuple[int, i
 
 
 def row_index(i_out: IndexT, j_out: IndexT, out_h: int) -> IndexT:
-    """Eq. 15.21: p = i^{l+1} + H^{l+1} j^{l+1}, the row of phi(x) of output position (i^{l+1}, j^{l+1})."""
+    """Eq. 15.21: p = i^{l+1} + H^{l+1} j^{l+1}, the row of phi(x) of output position (i^{l+1}, j^{l+1}).
+
+    Examples
+    --------
+    The six windows of fig. 15.3 (a 2 x 3 output) in the column order of B: (0, 0), (1, 0), (0, 1), ...
+
+    >>> from cnnkit.textbook import row_index
+    >>> [row_index(i, j, 2) for j in range(3) for i in range(2)]
+    [0, 1, 2, 3, 4, 5]
+    """
     return i_out + out_h * j_out
 
 
 def split_row_index(p: IndexT, out_h: int) -> tuple[IndexT, IndexT]:
-    """Inverse of eq. 15.21: (i^{l+1}, j^{l+1}) = (p mod H^{l+1}, p div H^{l+1})."""
+    """Inverse of eq. 15.21: (i^{l+1}, j^{l+1}) = (p mod H^{l+1}, p div H^{l+1}).
+
+    Examples
+    --------
+    >>> from cnnkit.textbook import split_row_index
+    >>> split_row_index(3, 2)  # the 4th window of fig. 15.3 is at output (1, 1)
+    (1, 1)
+    """
     return p % out_h, p // out_h
 
 
 def col_index(i: IndexT, j: IndexT, d: IndexT, kernel_hw: Sequence[int]) -> IndexT:
-    """Eq. 15.22: q = i + H j + H W d^l, the column of phi(x) of kernel entry (i, j, d^l)."""
+    """Eq. 15.22: q = i + H j + H W d^l, the column of phi(x) of kernel entry (i, j, d^l).
+
+    Examples
+    --------
+    >>> from cnnkit.textbook import col_index
+    >>> col_index(1, 0, 0, (2, 2)), col_index(0, 1, 0, (2, 2)), col_index(1, 1, 2, (2, 2))
+    (1, 2, 11)
+    """
     h, w = kernel_hw
     return i + h * j + h * w * d
 
 
 def split_col_index(q: IndexT, kernel_hw: Sequence[int]) -> tuple[IndexT, IndexT, IndexT]:
-    """Inverse of eq. 15.22: q div HW gives the channel d^l, the remainder gives (i, j) inside the kernel."""
+    """Inverse of eq. 15.22: q div HW gives the channel d^l, the remainder gives (i, j) inside the kernel.
+
+    Examples
+    --------
+    >>> from cnnkit.textbook import split_col_index
+    >>> split_col_index(11, (2, 2))  # (i, j, d^l)
+    (1, 1, 2)
+    """
     h, w = kernel_hw
     d, r = q // (h * w), q % (h * w)
     return r % h, r // h, d
@@ -105,6 +152,17 @@ def m_map(p: IndexT, q: IndexT, in_shape: Sequence[int], kernel_hw: Sequence[int
     """The one-to-one map m: (p, q) -> (i^l, j^l, d^l) of §15.5.6 (eqs. 15.21-15.24).
 
     ``p``/``q`` may be ints or broadcastable integer arrays.
+
+    Examples
+    --------
+    Fig. 15.5: entry (p, q) = (2, 3) of B^T (1-based) is a copy of the input's 5, at (1, 1):
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import m_map
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> il, jl, dl = m_map(1, 2, A.shape, (2, 2))
+    >>> (il, jl, dl), int(A[il, jl])
+    ((1, 1, 0), 5)
     """
     _, _, _, h, w, ho, _ = _geometry(in_shape, kernel_hw)
     i_out, j_out = split_row_index(p, ho)
@@ -117,6 +175,16 @@ def m_inverse(il: int, jl: int, dl: int, in_shape: Sequence[int], kernel_hw: Seq
 
     It has at most H W elements: one per kernel offset (i, j) whose output position
     (i^{l+1}, j^{l+1}) = (i^l - i, j^l - j) lies inside the output. Sorted by p.
+
+    Examples
+    --------
+    Fig. 15.5: the 5 at (1, 1) takes part in the convolutions p = 1, 2, 3, 4 (1-based); a corner in one.
+
+    >>> from cnnkit.textbook import m_inverse
+    >>> m_inverse(1, 1, 0, (3, 4), (2, 2))
+    [(0, 3), (1, 2), (2, 1), (3, 0)]
+    >>> m_inverse(0, 0, 0, (3, 4), (2, 2))
+    [(0, 0)]
     """
     hl, wl, dlen, h, w, ho, wo = _geometry(in_shape, kernel_hw)
     if not (0 <= il < hl and 0 <= jl < wl and 0 <= dl < dlen):
@@ -136,6 +204,15 @@ def indicator_matrix(in_shape: Sequence[int], kernel_hw: Sequence[int], dtype=No
     Row (p, q) is numbered p + H^{l+1} W^{l+1} q (the vec order of phi(x)); column (i^l, j^l, d^l)
     is numbered i^l + H^l j^l + H^l W^l d^l (the vec order of x^l). vec(phi(x)) = M vec(x) (eq. 15.40).
     Dense: only for small cases.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.textbook import im2row, indicator_matrix, vec
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> M = indicator_matrix(A.shape, (2, 2))
+    >>> M.shape, bool(np.array_equal(M @ vec(A), vec(im2row(A, (2, 2)))))  # eq. 15.40
+    ((24, 12), True)
     """
     hl, wl, dlen, h, w, ho, wo = _geometry(in_shape, kernel_hw)
     n_p, n_q = ho * wo, h * w * dlen
@@ -156,6 +233,21 @@ def im2row(x: Array, kernel_hw: Sequence[int]) -> Array:
 
     x: (H^l, W^l, D^l) or a single-channel (H^l, W^l). Entry (p, q) = x[m(p, q)]; within a row the
     channels are stacked one after the other, each unrolled column-major.
+
+    Examples
+    --------
+    The seed's A with a 2 x 2 kernel: phi(A) = B^T (§15.5.3).
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import im2row
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> im2row(A, (2, 2))
+    array([[1, 4, 2, 5],
+           [4, 7, 5, 8],
+           [2, 5, 3, 6],
+           [5, 8, 6, 9],
+           [3, 6, 1, 1],
+           [6, 9, 1, 1]])
     """
     x = xp.asarray(x)
     if x.ndim == 2:
@@ -174,6 +266,19 @@ def im2col(a: Array, kernel_hw: Sequence[int]) -> Array:
     For a 2-D A (H^l, W^l) this returns the (H W) x (H^{l+1} W^{l+1}) matrix B of §15.5.3, whose
     column p is the window at (i^{l+1}, j^{l+1}) unrolled column-major. For a 3-D input the channels
     are stacked (H W D^l rows), i.e. phi(x)^T.
+
+    Examples
+    --------
+    The MATLAB example of §15.5.3, ``B = im2col(A, [2 2])``:
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import im2col
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> im2col(A, (2, 2))
+    array([[1, 4, 2, 5, 3, 6],
+           [4, 7, 5, 8, 6, 9],
+           [2, 5, 3, 6, 1, 1],
+           [5, 8, 6, 9, 1, 1]])
     """
     return im2row(a, kernel_hw).T
 
@@ -182,6 +287,17 @@ def filter_matrix(f: Array) -> Array:
     """F of eq. 15.25: the (H W D^l) x D matrix whose column d is vec(f[:, :, :, d]).
 
     f: (H, W, D^l, D), or (H, W) / (H, W, D^l) for a single filter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.textbook import filter_matrix
+    >>> f = np.arange(8).reshape(2, 2, 1, 2)  # two 2 x 2 single-channel filters
+    >>> filter_matrix(f)  # column d = vec(f[:, :, :, d])
+    array([[0, 1],
+           [4, 5],
+           [2, 3],
+           [6, 7]])
     """
     f = xp.asarray(f)
     if f.ndim == 2:
@@ -195,7 +311,16 @@ def filter_matrix(f: Array) -> Array:
 
 
 def unfilter_matrix(fmat: Array, kernel_shape: Sequence[int]) -> Array:
-    """Inverse of :func:`filter_matrix`: the (H W D^l) x D matrix back to filters (H, W, D^l, D)."""
+    """Inverse of :func:`filter_matrix`: the (H W D^l) x D matrix back to filters (H, W, D^l, D).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.textbook import filter_matrix, unfilter_matrix
+    >>> f = np.arange(24).reshape(2, 3, 2, 2)
+    >>> bool(np.array_equal(unfilter_matrix(filter_matrix(f), f.shape), f))
+    True
+    """
     return unvec(vec(fmat), kernel_shape)
 
 
@@ -227,6 +352,17 @@ def conv_forward_textbook(x: Array, f: Array) -> Array:
 
     x: (H^l, W^l, D^l) (or 2-D); f: (H, W, D^l, D) (or (H, W) for one single-channel filter).
     Returns y: (H^{l+1}, W^{l+1}, D). Equals eq. 15.16 (a cross-correlation, no kernel flip).
+
+    Examples
+    --------
+    Fig. 15.3 / eq. 15.19:
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import conv_forward_textbook
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> conv_forward_textbook(A, np.ones((2, 2)))[:, :, 0]
+    array([[12., 16., 11.],
+           [24., 28., 17.]])
     """
     x = _as_image(x)
     f = _as_filters(f, x.shape[2])
@@ -241,6 +377,22 @@ def conv_backward_textbook(x: Array, f: Array, dy: Array) -> tuple[Array, Array]
     dL/dF = phi(x)^T dL/dY (eq. 15.38); dL/dX[i^l, j^l, d^l] = sum over (p, q) in m^{-1}(i^l, j^l, d^l)
     of [dL/dY F^T]_{(p, q)} (eq. 15.49), evaluated literally with a loop (reference, not fast).
     x: (H^l, W^l, D^l); f: (H, W, D^l, D); dy: (H^{l+1}, W^{l+1}, D). Returns dx like x, df like f.
+
+    Examples
+    --------
+    With dL/dy all ones, dL/dA counts the windows over each pixel (fig. 15.5) and dL/dF sums each tap's inputs.
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import conv_backward_textbook
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> dx, df = conv_backward_textbook(A, np.ones((2, 2)), np.ones((2, 3, 1)))
+    >>> dx[:, :, 0]
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
+    >>> df[:, :, 0, 0]
+    array([[21., 18.],
+           [39., 30.]])
     """
     x = _as_image(x)
     f = _as_filters(f, x.shape[2])
@@ -265,7 +417,16 @@ def conv_backward_textbook(x: Array, f: Array, dy: Array) -> tuple[Array, Array]
 # Kronecker products, eqs. 15.26-15.30
 # ---------------------------------------------------------------------------------------------
 def kron(a: Array, b: Array) -> Array:
-    """A ⊗ B built from its block definition (eq. 15.26): block (r, c) is a_{rc} B; shape (mp, nq)."""
+    """A ⊗ B built from its block definition (eq. 15.26): block (r, c) is a_{rc} B; shape (mp, nq).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.textbook import kron
+    >>> kron(np.array([[1, 2]]), np.array([[1, 1], [1, -1]]))  # blocks 1*B and 2*B
+    array([[ 1,  1,  2,  2],
+           [ 1, -1,  2, -2]])
+    """
     a, b = xp.asarray(a), xp.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
         raise ShapeError(f"kron: expected two matrices, got shapes {a.shape} and {b.shape}")
@@ -278,23 +439,67 @@ def kron(a: Array, b: Array) -> Array:
 
 
 def vec_product_matrix(a: Array, b: Array) -> Array:
-    """The matrix B^T ⊗ A of eq. 15.28, which maps vec(X) to vec(A X B)."""
+    """The matrix B^T ⊗ A of eq. 15.28, which maps vec(X) to vec(A X B).
+
+    Examples
+    --------
+    Eq. 15.28, vec(A X B) = (B^T ⊗ A) vec(X):
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import vec, vec_product_matrix
+    >>> rng = np.random.default_rng(0)
+    >>> a, x, b = rng.standard_normal((2, 3)), rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    >>> bool(np.allclose(vec(a @ x @ b), vec_product_matrix(a, b) @ vec(x)))
+    True
+    """
     return kron(xp.asarray(b).T, a)
 
 
 def conv_matrix_of_filters(x: Array, kernel_hw: Sequence[int], out_channels: int) -> Array:
-    """I ⊗ phi(x) of eq. 15.29 (I is D x D): vec(y) = (I ⊗ phi(x)) vec(F), linear in the filters."""
+    """I ⊗ phi(x) of eq. 15.29 (I is D x D): vec(y) = (I ⊗ phi(x)) vec(F), linear in the filters.
+
+    Examples
+    --------
+    Eq. 15.29 on the seed's example gives the vector of eq. 15.20:
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import conv_matrix_of_filters, filter_matrix, vec
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> conv_matrix_of_filters(A, (2, 2), 1) @ vec(filter_matrix(np.ones((2, 2))))
+    array([12., 24., 16., 28., 11., 17.])
+    """
     return kron(xp.eye(out_channels), im2row(x, kernel_hw))
 
 
 def conv_matrix_of_rows(f: Array, out_hw: Sequence[int]) -> Array:
-    """F^T ⊗ I of eq. 15.30 (I is H^{l+1}W^{l+1} square): vec(y) = (F^T ⊗ I) vec(phi(x))."""
+    """F^T ⊗ I of eq. 15.30 (I is H^{l+1}W^{l+1} square): vec(y) = (F^T ⊗ I) vec(phi(x)).
+
+    Examples
+    --------
+    Eq. 15.30 on the seed's example gives the vector of eq. 15.20:
+
+    >>> import numpy as np
+    >>> from cnnkit.textbook import conv_matrix_of_rows, im2row, vec
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> conv_matrix_of_rows(np.ones((2, 2)), (2, 3)) @ vec(im2row(A, (2, 2)))
+    array([12., 24., 16., 28., 11., 17.])
+    """
     ho, wo = out_hw
     return kron(filter_matrix(f).T, xp.eye(ho * wo))
 
 
 def conv_jacobian_x(f: Array, in_shape: Sequence[int]) -> Array:
-    """d vec(y) / d vec(x)^T = (F^T ⊗ I) M of eq. 15.41: the whole convolution as one (dense) matrix."""
+    """d vec(y) / d vec(x)^T = (F^T ⊗ I) M of eq. 15.41: the whole convolution as one (dense) matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.textbook import conv_jacobian_x, vec
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> J = conv_jacobian_x(np.ones((2, 2)), A.shape)  # (H^{l+1} W^{l+1} D) x (H^l W^l D^l)
+    >>> J.shape, J @ vec(A)
+    ((6, 12), array([12., 24., 16., 28., 11., 17.]))
+    """
     f = xp.asarray(f)
     _, _, _, _, _, ho, wo = _geometry(in_shape, f.shape[:2])
     return conv_matrix_of_rows(f, (ho, wo)) @ indicator_matrix(in_shape, f.shape[:2])
@@ -309,6 +514,18 @@ def nhwc_order(out_hw: Sequence[int], kernel_hw: Sequence[int], channels: int) -
     Returns ``(rows, cols)`` such that ``phi[rows][:, cols]`` equals cnnkit's im2row matrix of the
     same single image: cnnkit row r = i^{l+1} W^{l+1} + j^{l+1} and column c = (i W + j) D^l + d^l
     (row-major), against the seed's p = i^{l+1} + H^{l+1} j^{l+1} and q = i + H j + H W d^l.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.im2row import im2row as im2row_nhwc
+    >>> from cnnkit.textbook import im2row, nhwc_order
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]])
+    >>> rows, cols = nhwc_order((2, 3), (2, 2), 1)
+    >>> rows, cols
+    (array([0, 2, 4, 1, 3, 5]), array([0, 2, 1, 3]))
+    >>> bool(np.array_equal(im2row(A, (2, 2))[rows][:, cols], im2row_nhwc(A[None, :, :, None], 2)[0]))
+    True
     """
     ho, wo = out_hw
     h, w = kernel_hw

@@ -13,7 +13,7 @@ from cnnkit.models import resolve
 from cnnkit.train import TrainConfig
 
 SHAPE = (28, 28, 1)
-DEFAULTS = TrainConfig()  # MatConvNet 1.0-beta20's MNIST settings
+DEFAULTS = TrainConfig().resolved()  # MatConvNet 1.0-beta20's MNIST settings (the book models' lr and preprocessing)
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ def test_gradcheck_flatten_then_linear(rng):
     class Seq:  # the two layers as one, for check_layer
         params, grads = lin.params, lin.grads
 
-        def forward(self, x, train=False):
-            return lin.forward(flat.forward(x, train), train)
+        def forward(self, x, train=False, grad=None):
+            return lin.forward(flat.forward(x, train, grad=grad), train, grad=grad)
 
         def backward(self, dy):
             return flat.backward(lin.backward(dy))

@@ -88,13 +88,14 @@ def test_oracle_batchnorm2d_steps(rng):
     assert_close(ours.buffers["running_var"], ref.running_var.numpy())
     assert ours.num_batches_tracked == int(ref.num_batches_tracked) == 3
     ref.eval()
+    ours.eval()
     x = rng.standard_normal((2, 3, 3, c))
     dy = rng.standard_normal(x.shape)
     xt = nchw(x)
     ref.zero_grad()
     yt = ref(xt)
     yt.backward(torch.tensor(np.ascontiguousarray(dy.transpose(0, 3, 1, 2))))
-    assert_close(ours.forward(x), nhwc(yt))
+    assert_close(ours.forward(x, grad=True), nhwc(yt))  # evaluation mode, kept for backward
     assert_close(ours.backward(dy), nhwc(xt.grad))
     assert_close(ours.grads["weight"], ref.weight.grad.numpy())
     assert_close(ours.grads["bias"], ref.bias.grad.numpy())
@@ -113,6 +114,7 @@ def test_oracle_cumulative_average_and_untracked(momentum, track, rng):
         assert_close(ours.forward(x, train=True), yt.detach().numpy())
     x = rng.standard_normal((6, 4))
     ref.eval()
+    ours.eval()
     assert_close(ours.forward(x), ref(torch.tensor(x)).detach().numpy())
     if track:
         assert_close(ours.buffers["running_mean"], ref.running_mean.numpy())

@@ -70,7 +70,7 @@ def test_layer_evaluation_forward_runs_in_cache_sized_chunks(rng: np.random.Gene
     per_image = 20 * 20 * 9 * 8 * 4  # phi(x) bytes of one 20x20x8 float32 image
     n = EVAL_CHUNK_BYTES // per_image + 3  # just over one chunk
     x = rng.standard_normal((n, 20, 20, 8)).astype(np.float32)
-    y_eval = layer.forward(x, train=False)
+    y_eval = layer.forward(x, train=False, grad=True)  # keep the cache to look at it
     assert layer._cache.rows is None and layer._cache.chunk == EVAL_CHUNK_BYTES // per_image
     y_train = layer.forward(x, train=True)
     assert layer._cache.rows is not None

@@ -542,3 +542,22 @@ def test_lp_and_upsample_argument_errors():
         with pytest.raises(ValueError, match="scale"):
             upsample_nearest2d_forward(x, scale)
     assert upsample_nearest2d_forward(x, 2.0)[0].shape == (1, 8, 8, 1)
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_max_pool_backward_ignores_later_in_place_changes_to_the_output(use_jit: bool, accumulate: bool) -> None:
+    """An in-place ReLU after max pooling overwrites y; the gradient must still go to each window's maximum."""
+    from cnnkit.ops.activation import relu_forward
+    from cnnkit.ops.pool import max_pool2d_backward, max_pool2d_forward, max_pool2d_indices
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32) - 1.0  # many windows with a negative maximum
+    y, cache = max_pool2d_forward(x, 3, stride=2, use_jit=use_jit)
+    _, cache_ref = max_pool2d_forward(x, 3, stride=2, use_jit=use_jit)
+    idx_before = max_pool2d_indices(cache_ref).copy()
+    relu_forward(y, inplace=True)  # y changes under the cache
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(max_pool2d_backward(dy, cache, accumulate), max_pool2d_backward(dy, cache_ref, accumulate))
+    np.testing.assert_array_equal(max_pool2d_indices(cache), idx_before)
+    assert float(max_pool2d_backward(np.ones_like(y), cache, accumulate).sum()) == y.size

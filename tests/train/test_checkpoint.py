@@ -54,8 +54,10 @@ def test_model_file_round_trip(tmp_path: Path, dtype: type) -> None:
     images = np.random.default_rng(1).integers(0, 256, (20, *SHAPE), dtype=np.uint8)
     pre = Preprocessor("mean_image").fit(images)
     classes = [f"c{i}" for i in range(10)]
-    save_model(tmp_path / "model.npz", model, SPEC, SHAPE, classes, pre.to_dict(), {"data": "toy", "note": [1, 2]})
-    loaded, pre_d, meta = load_model(tmp_path / "model.npz")
+    save_model(tmp_path / "model.npz", model, input_shape=SHAPE, classes=classes, preprocess=pre.to_dict(),
+               extra={"data": "toy", "note": [1, 2]}, spec=SPEC)
+    m = load_model(tmp_path / "model.npz")
+    loaded, pre_d, meta = m.network, m.preprocess, m.meta
     _assert_same_state(model, loaded)
     assert loaded.dtype == dtype
     assert meta["spec"] == SPEC and tuple(meta["input_shape"]) == SHAPE and meta["classes"] == classes
@@ -109,7 +111,7 @@ def test_wrong_kind_of_file_is_refused(tmp_path: Path) -> None:
     model = _model()
     opt = TrainConfig().make_optimizer(model)
     save_checkpoint(tmp_path / "ck.npz", model, opt, epoch=1)
-    save_model(tmp_path / "model.npz", model, SPEC, SHAPE, [str(i) for i in range(10)])
+    save_model(tmp_path / "model.npz", model, input_shape=SHAPE, classes=[str(i) for i in range(10)], spec=SPEC)
     with pytest.raises(ValueError, match="not a cnnkit model file"):
         load_model(tmp_path / "ck.npz")
     with pytest.raises(ValueError, match="not a cnnkit checkpoint"):
@@ -127,7 +129,7 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path: Path) -> None:
 
 def test_corrupt_model_file_names_it(tmp_path: Path) -> None:
     path = tmp_path / "model.npz"
-    save_model(path, _model(), SPEC, SHAPE, [str(i) for i in range(10)])
+    save_model(path, _model(), input_shape=SHAPE, classes=[str(i) for i in range(10)], spec=SPEC)
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match=re.escape("model.npz")):
         load_model(path)

@@ -42,6 +42,22 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None, *
     """Load a registered dataset by name: ``"mnist"``, ``"fashion-mnist"`` or ``"cifar10"``.
 
     ``kwargs`` go to the loader (``verify``, ``download``; for CIFAR-10 also ``format``, ``extract``).
+
+    Examples
+    --------
+    A self-contained stand-in for MNIST's test split: two tiny IDX files under ``<data_dir>/mnist/``.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import load_dataset, write_idx
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     (Path(d) / "mnist").mkdir()
+    ...     _ = write_idx(Path(d) / "mnist" / "t10k-images-idx3-ubyte.gz", np.zeros((3, 28, 28), np.uint8))
+    ...     _ = write_idx(Path(d) / "mnist" / "t10k-labels-idx1-ubyte.gz", np.array([7, 2, 1], np.uint8))
+    ...     ds = load_dataset("mnist", "test", data_dir=d, verify=False)
+    >>> ds.name, ds.images.shape, ds.labels
+    ('mnist/test', (3, 28, 28, 1), array([7, 2, 1]))
     """
     spec = get_spec(name)
     if spec.name == "cifar10":

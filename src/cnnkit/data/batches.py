@@ -8,7 +8,14 @@ import numpy as np
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
-    """How many mini-batches :func:`iterate_minibatches` yields for ``n`` examples."""
+    """How many mini-batches :func:`iterate_minibatches` yields for ``n`` examples.
+
+    Examples
+    --------
+    >>> from cnnkit.data import num_batches
+    >>> num_batches(10, 4), num_batches(10, 4, drop_last=True)
+    (3, 2)
+    """
     _check(n, batch_size)
     return n // batch_size if drop_last else -(-n // batch_size)
 
@@ -21,6 +28,16 @@ def iterate_minibatches(
     With ``rng`` the order is ``rng.permutation(n)`` drawn afresh on each call (call once per epoch);
     with None it is ``0, 1, ..., n-1``. The last batch is shorter when ``batch_size`` does not divide
     ``n``, unless ``drop_last`` drops it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data import iterate_minibatches
+    >>> [b.tolist() for b in iterate_minibatches(5, 2)]
+    [[0, 1], [2, 3], [4]]
+    >>> batches = list(iterate_minibatches(5, 2, np.random.default_rng(0)))  # one shuffled epoch
+    >>> [len(b) for b in batches], sorted(np.concatenate(batches).tolist())
+    ([2, 2, 1], [0, 1, 2, 3, 4])
     """
     _check(n, batch_size)  # here, not in the generator, so that bad arguments fail at the call
     return _batches(int(n), int(batch_size), rng, drop_last)

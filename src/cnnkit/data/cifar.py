@@ -46,7 +46,16 @@ RECORD_BYTES = 1 + PIXELS
 
 
 def batch_names(split: str, fmt: str) -> tuple[str, ...]:
-    """File names of the batches of ``split`` ("train": 5 batches, "test": 1) in format ``fmt``."""
+    """File names of the batches of ``split`` ("train": 5 batches, "test": 1) in format ``fmt``.
+
+    Examples
+    --------
+    >>> from cnnkit.data.cifar import batch_names
+    >>> batch_names("train", "python")
+    ('data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5')
+    >>> batch_names("test", "binary")
+    ('test_batch.bin',)
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if fmt not in FORMATS:
@@ -56,6 +65,15 @@ def batch_names(split: str, fmt: str) -> tuple[str, ...]:
 
 
 def meta_name(fmt: str) -> str:
+    """The file of class names that accompanies the batches in format ``fmt``.
+
+    Examples
+    --------
+    >>> from cnnkit.data.cifar import meta_name
+    >>> meta_name("python"), meta_name("binary")
+    ('batches.meta', 'batches.meta.txt')
+    """
+
     return "batches.meta.txt" if fmt == "binary" else "batches.meta"
 
 
@@ -103,6 +121,18 @@ class RestrictedUnpickler(pickle.Unpickler):
     :data:`ALLOWED_GLOBALS` (numpy's ndarray rebuilders and a latin-1-only ``_codecs.encode``) and raises
     :class:`UnsafePickleError` for any other, e.g. ``os.system``. Strings pickled by Python 2 are returned as
     ``bytes`` (``encoding="bytes"``), as the CIFAR-10 files need.
+
+    Examples
+    --------
+    >>> import io, os, pickle
+    >>> import numpy as np
+    >>> from cnnkit.data import RestrictedUnpickler
+    >>> RestrictedUnpickler(io.BytesIO(pickle.dumps({b"labels": np.arange(3)}, protocol=2))).load()
+    {b'labels': array([0, 1, 2])}
+    >>> RestrictedUnpickler(io.BytesIO(pickle.dumps(os.system, protocol=2))).load()
+    Traceback (most recent call last):
+    ...
+    cnnkit.data.errors.UnsafePickleError: <stream>: refusing to unpickle global ...
     """
 
     def __init__(self, file: io.BufferedIOBase, source: str | os.PathLike = "<stream>") -> None:
@@ -124,7 +154,19 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def restricted_unpickle(data: bytes, source: str | os.PathLike = "<bytes>") -> object:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`; any failure becomes a DatasetError naming ``source``."""
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; any failure becomes a DatasetError naming ``source``.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> from cnnkit.data import restricted_unpickle
+    >>> restricted_unpickle(pickle.dumps({b"labels": [3, 5]}, protocol=2))
+    {b'labels': [3, 5]}
+    >>> restricted_unpickle(b"garbage", "batch_1")
+    Traceback (most recent call last):
+    ...
+    cnnkit.data.errors.DatasetError: batch_1: not a readable CIFAR-10 python batch: UnpicklingError: pickle data was truncated
+    """
     try:
         return RestrictedUnpickler(io.BytesIO(data), source).load()
     except DatasetError:
@@ -147,7 +189,21 @@ def _planes_to_nhwc(rows: np.ndarray) -> np.ndarray:
 
 
 def decode_python_batch(data: bytes, source: str | os.PathLike = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
-    """The pickled bytes of one python-format batch -> uint8 images (n, 32, 32, 3) and int64 labels (n,)."""
+    """The pickled bytes of one python-format batch -> uint8 images (n, 32, 32, 3) and int64 labels (n,).
+
+    Examples
+    --------
+    The R, G, B planes of each row become one NHWC image: a red plane gives red pixels.
+
+    >>> import pickle
+    >>> import numpy as np
+    >>> from cnnkit.data.cifar import decode_python_batch
+    >>> rows = np.zeros((2, 3072), np.uint8)
+    >>> rows[0, :1024] = 255  # image 0: the R plane full
+    >>> images, labels = decode_python_batch(pickle.dumps({b"data": rows, b"labels": [3, 5]}, protocol=2))
+    >>> images.shape, images[0, 0, 0], labels
+    ((2, 32, 32, 3), array([255,   0,   0], dtype=uint8), array([3, 5]))
+    """
     d = restricted_unpickle(data, source)
     if not isinstance(d, dict):
         raise DatasetError(f"{source}: a CIFAR-10 batch is a dict, got {type(d).__name__}")
@@ -166,24 +222,64 @@ def decode_python_batch(data: bytes, source: str | os.PathLike = "<bytes>") -> t
 
 
 def decode_binary_batch(data: bytes, source: str | os.PathLike = "<bytes>") -> tuple[np.ndarray, np.ndarray]:
-    """The bytes of one binary-format batch (records of 1 label + 3072 pixel bytes) -> images, labels."""
+    """The bytes of one binary-format batch (records of 1 label + 3072 pixel bytes) -> images, labels.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data.cifar import decode_binary_batch
+    >>> record = bytes([7]) + bytes(1024) + bytes([255] * 1024) + bytes(1024)  # label 7, a green image
+    >>> images, labels = decode_binary_batch(record)
+    >>> images.shape, images[0, 31, 31], labels
+    ((1, 32, 32, 3), array([  0, 255,   0], dtype=uint8), array([7]))
+    >>> decode_binary_batch(record[:-1], "test_batch.bin")
+    Traceback (most recent call last):
+    ...
+    cnnkit.data.errors.DatasetError: test_batch.bin: truncated or corrupt: 3072 bytes is not a whole number of 3073-byte records ...
+    """
     n, rest = divmod(len(data), RECORD_BYTES)
     if rest:
         raise DatasetError(
             f"{source}: truncated or corrupt: {len(data)} bytes is not a whole number of {RECORD_BYTES}-byte "
-            f"records (expected {(n + 1) * RECORD_BYTES} bytes for {n + 1} records, or {n * RECORD_BYTES} for {n})"
+            f"records (expected {(n + 1) * RECORD_BYTES} bytes for {n + 1} record(s), or {n * RECORD_BYTES} for {n})"
         )
     records = np.frombuffer(data, dtype=np.uint8).reshape(n, RECORD_BYTES)
     return _planes_to_nhwc(records[:, 1:]), records[:, 0].astype(np.int64)
 
 
 def read_python_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read one python-format CIFAR-10 batch file (restricted unpickling) -> images (n, 32, 32, 3), labels."""
+    """Read one python-format CIFAR-10 batch file (restricted unpickling) -> images (n, 32, 32, 3), labels.
+
+    Examples
+    --------
+    >>> import pickle, tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import read_python_batch
+    >>> batch = {b"batch_label": b"testing batch 1 of 1", b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    ...     images, labels = read_python_batch(Path(d) / "test_batch")
+    >>> images.shape, labels
+    ((4, 32, 32, 3), array([0, 1, 2, 3]))
+    """
     return decode_python_batch(_read(path), path)
 
 
 def read_binary_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read one binary-format CIFAR-10 batch file -> uint8 images (n, 32, 32, 3), int64 labels (n,)."""
+    """Read one binary-format CIFAR-10 batch file -> uint8 images (n, 32, 32, 3), int64 labels (n,).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.data import read_binary_batch
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "test_batch.bin").write_bytes((bytes([9]) + bytes(3072)) * 2)
+    ...     images, labels = read_binary_batch(Path(d) / "test_batch.bin")
+    >>> images.shape, images.dtype, labels
+    ((2, 32, 32, 3), dtype('uint8'), array([9, 9]))
+    """
     return decode_binary_batch(_read(path), path)
 
 
@@ -229,6 +325,20 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike | None =
     Everything is first unpacked into a temporary directory inside ``dest``; each top-level entry is then
     renamed into place, so a reader never sees a half-extracted directory. A top-level entry that already
     exists is kept as it is. Returns the top-level paths.
+
+    Examples
+    --------
+    >>> import tarfile, tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.data import extract_archive
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     (Path(d) / "cifar-10-batches-bin").mkdir()
+    ...     _ = (Path(d) / "cifar-10-batches-bin" / "test_batch.bin").write_bytes(bytes(3073))
+    ...     with tarfile.open(Path(d) / "a.tar.gz", "w:gz") as tf:
+    ...         tf.add(Path(d) / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    ...     tops = extract_archive(Path(d) / "a.tar.gz", Path(d) / "out")
+    ...     print([p.name for p in tops], sorted(p.name for p in tops[0].iterdir()))
+    ['cifar-10-batches-bin'] ['test_batch.bin']
     """
     archive = Path(archive)
     dest = archive.parent if dest is None else Path(dest)
@@ -352,6 +462,22 @@ def load_cifar10(
     that directory is read-only it reads from the archive instead) or reads the batches straight from it.
 
     Python-format batches are read with :class:`RestrictedUnpickler`, never the general unpickler.
+
+    Examples
+    --------
+    A stand-in for the extracted binary archive, a two-image ``test_batch.bin`` (without ``batches.meta.txt``
+    the class names are the registry's):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.data import load_cifar10
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     batches = Path(d) / "cifar10" / "cifar-10-batches-bin"
+    ...     batches.mkdir(parents=True)
+    ...     _ = (batches / "test_batch.bin").write_bytes(bytes([3]) + bytes(3072) + bytes([8]) + bytes(3072))
+    ...     ds = load_cifar10("test", d, format="binary")
+    >>> ds.images.shape, [ds.classes[i] for i in ds.labels]
+    ((2, 32, 32, 3), ['cat', 'ship'])
     """
     spec = get_spec(CIFAR10)
     names = batch_names(split, format)

@@ -21,6 +21,16 @@ class Dataset:
         labels: int64 array (N,), each in ``range(len(classes))``.
         classes: class names; ``classes[labels[i]]`` names example ``i``.
         name: a short description such as ``"mnist/train"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data import Dataset
+    >>> ds = Dataset(np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 1, 1, 2]), ("a", "b", "c"), "toy")
+    >>> len(ds), ds.image_shape, ds.num_classes, ds.class_counts()
+    (4, (28, 28, 1), 3, array([1, 2, 1]))
+    >>> ds.subset(slice(1, 3)).labels
+    array([1, 1])
     """
 
     images: np.ndarray

@@ -33,6 +33,20 @@ def fetch_file(
     passes the checks is renamed onto ``dest`` (``os.replace``, atomic), so ``dest`` never holds a partial or
     wrong file and a failed attempt leaves nothing behind. Raises DatasetError listing every URL tried and
     why it failed.
+
+    Examples
+    --------
+    A ``file://`` URL stands in for a mirror; a file whose size or md5 is wrong is never put in place.
+
+    >>> import hashlib, tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.data import FileSpec, fetch_file
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     src = Path(d) / "a.bin"
+    ...     _ = src.write_bytes(b"abc")
+    ...     f = FileSpec("a.bin", hashlib.md5(b"abc").hexdigest(), size=3)
+    ...     print(fetch_file(f, [src.as_uri()], Path(d) / "data" / "a.bin").read_bytes())
+    b'abc'
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +110,23 @@ def download(
         The path of each wanted file, in order. A file already present with the right md5 is not fetched
         again; one present with a wrong size or md5 is fetched again and replaced. Mirrors are tried in
         order; DatasetError lists what was tried when all fail.
+
+    Examples
+    --------
+    >>> from cnnkit.data import download
+    >>> paths = download("mnist")  # doctest: +SKIP
+
+    Offline, with a ``file://`` mirror standing in for the web:
+
+    >>> import hashlib, tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.data import DatasetSpec, FileSpec
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "a.bin").write_bytes(b"abc")
+    ...     spec = DatasetSpec("toy", (FileSpec("a.bin", hashlib.md5(b"abc").hexdigest(), 3),), (Path(d).as_uri() + "/",))
+    ...     paths = download(spec, Path(d) / "data")
+    ...     print([p.relative_to(d).as_posix() for p in paths])
+    ['data/toy/a.bin']
     """
     spec = get_spec(dataset)
     wanted = spec.files if files is None else tuple(spec.file(x) for x in files)
@@ -122,6 +153,18 @@ def require_files(
     """Paths of ``files`` of ``spec`` in the data directory, downloading the missing ones when ``fetch``.
 
     Raises DatasetNotFoundError naming every place looked in when a file is missing and ``fetch`` is off.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from cnnkit.data import get_spec
+    >>> from cnnkit.data.download import require_files
+    >>> spec = get_spec("mnist")
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     require_files(spec, [spec.file("test-labels")], d, fetch=False)
+    Traceback (most recent call last):
+    ...
+    cnnkit.data.errors.DatasetNotFoundError: mnist: missing t10k-labels-idx1-ubyte.gz (looked for ...
     """
     paths = [locate_file(spec.name, f.name, data_dir, f.size) for f in files]
     missing = [f for f, p in zip(files, paths) if p is None]

@@ -37,6 +37,18 @@ def read_maybe_gzip(path: str | os.PathLike, size: int | None = None, md5: str |
 
     ``size`` and ``md5`` (when given) are checked on the bytes as stored, i.e. before decompression. A gzip
     stream that ends early, fails its CRC or is not valid deflate data raises DatasetError.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import write_idx
+    >>> from cnnkit.data.idx import read_maybe_gzip
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = write_idx(Path(d) / "labels.gz", np.array([7, 2, 1], np.uint8))
+    ...     print(path.read_bytes()[:2].hex(), read_maybe_gzip(path).hex(" "))
+    1f8b 00 00 08 01 00 00 00 03 07 02 01
     """
     path = Path(path)
     try:
@@ -59,6 +71,18 @@ def decode_idx(data: bytes | bytearray | memoryview, source: str | os.PathLike =
 
     ``source`` names the file in error messages. Raises DatasetError for a bad magic number, a header or
     payload shorter than announced (truncated), or bytes left over after the announced payload.
+
+    Examples
+    --------
+    The header 00 00 08 01 (uint8, 1 dimension), the size 3 (big-endian uint32), then the bytes:
+
+    >>> from cnnkit.data.idx import decode_idx
+    >>> decode_idx(bytes.fromhex("00000801 00000003 070201"))
+    array([7, 2, 1], dtype=uint8)
+    >>> decode_idx(bytes.fromhex("00000801 00000003 0702"), "labels.idx")
+    Traceback (most recent call last):
+    ...
+    cnnkit.data.errors.DatasetError: labels.idx: truncated: header announces shape (3,) of uint8 ...
     """
     n = len(data)
     if n < 4:
@@ -95,12 +119,35 @@ def read_idx(path: str | os.PathLike, size: int | None = None, md5: str | None =
 
     When ``size``/``md5`` are given, the file as stored is checked against them first (DatasetError on a
     mismatch, naming expected and got).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import read_idx, write_idx
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = write_idx(Path(d) / "images-idx3-ubyte.gz", np.arange(8, dtype=np.uint8).reshape(2, 2, 2))
+    ...     x = read_idx(Path(d) / "images-idx3-ubyte.gz")
+    >>> x.shape, x.dtype, x[1]
+    ((2, 2, 2), dtype('uint8'), array([[4, 5],
+           [6, 7]], dtype=uint8))
     """
     return decode_idx(read_maybe_gzip(path, size, md5), path)
 
 
 def encode_idx(array: np.ndarray) -> bytes:
-    """The IDX bytes (uncompressed) of ``array``; its dtype must be one IDX can hold."""
+    """The IDX bytes (uncompressed) of ``array``; its dtype must be one IDX can hold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data.idx import encode_idx
+    >>> encode_idx(np.array([7, 2, 1], np.uint8)).hex(" ")  # magic, size 3, data
+    '00 00 08 01 00 00 00 03 07 02 01'
+    >>> encode_idx(np.array([1.0], np.float32)).hex(" ")  # type 0x0d: big-endian float32
+    '00 00 0d 01 00 00 00 01 3f 80 00 00'
+    """
     array = np.asarray(array)
     by_kind = {dt.newbyteorder("=").str[1:]: code for code, dt in IDX_TYPES.items()}
     key = array.dtype.newbyteorder("=").str[1:]
@@ -115,7 +162,19 @@ def encode_idx(array: np.ndarray) -> bytes:
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
-    """Write ``array`` as an IDX file; gzip-compressed when ``compress`` (default: when the name ends in .gz)."""
+    """Write ``array`` as an IDX file; gzip-compressed when ``compress`` (default: when the name ends in .gz).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import read_idx, write_idx
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = write_idx(Path(d) / "labels-idx1-ubyte.gz", np.array([7, 2, 1], np.uint8))  # gzip: the name ends in .gz
+    ...     print(path.read_bytes()[:2].hex(), read_idx(path))
+    1f8b [7 2 1]
+    """
     path = Path(path)
     data = encode_idx(array)
     if compress is None:

@@ -32,6 +32,19 @@ def load_idx_pair(
 
     ``images_file``/``labels_file`` (when given) supply the size and md5 each file is checked against.
     ``classes`` defaults to ``"0"``.. up to the largest label.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import load_idx_pair, write_idx
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     images = write_idx(Path(d) / "images.idx", np.zeros((3, 2, 2), np.uint8))
+    ...     labels = write_idx(Path(d) / "labels.idx", np.array([0, 2, 1], np.uint8))
+    ...     ds = load_idx_pair(images, labels, name="toy")
+    >>> ds.images.shape, ds.labels, ds.classes
+    ((3, 2, 2, 1), array([0, 2, 1]), ('0', '1', '2'))
     """
     images = read_idx(images_path, *_size_md5(images_file))
     labels = read_idx(labels_path, *_size_md5(labels_file))
@@ -83,6 +96,22 @@ def load_mnist(
     Raises:
         DatasetNotFoundError: a file is missing (and ``download`` is off).
         DatasetError: a file fails its checksum, is truncated, or is not IDX.
+
+    Examples
+    --------
+    A self-contained stand-in for the test split: two tiny IDX files with MNIST's file names (``verify=False``:
+    their checksums are not MNIST's).
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import load_mnist, write_idx
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = write_idx(Path(d) / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8))
+    ...     _ = write_idx(Path(d) / "t10k-labels-idx1-ubyte.gz", np.array([7, 2], np.uint8))
+    ...     ds = load_mnist("test", d, verify=False)
+    >>> ds.name, ds.images.shape, ds.labels
+    ('mnist/test', (2, 28, 28, 1), array([7, 2]))
     """
     spec = get_spec(dataset)
     split = _check_split(split)
@@ -101,5 +130,20 @@ def load_fashion_mnist(
     verify: bool = True,
     download: bool = False,
 ) -> Dataset:
-    """Fashion-MNIST: the same layout and options as :func:`load_mnist`, 10 clothing classes."""
+    """Fashion-MNIST: the same layout and options as :func:`load_mnist`, 10 clothing classes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.data import load_fashion_mnist, write_idx
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     (Path(d) / "fashion-mnist").mkdir()
+    ...     _ = write_idx(Path(d) / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", np.zeros((2, 28, 28), np.uint8))
+    ...     _ = write_idx(Path(d) / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz", np.array([9, 0], np.uint8))
+    ...     ds = load_fashion_mnist("test", d, verify=False)
+    >>> [ds.classes[i] for i in ds.labels]
+    ['Ankle boot', 'T-shirt/top']
+    """
     return load_mnist(split, data_dir, dataset="fashion-mnist", verify=verify, download=download)

@@ -16,7 +16,7 @@ a model's weights (e.g. with ``numpy.savez``) without pickle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -38,6 +38,17 @@ class Preprocessor:
     """Normalises images (N, H, W, C) -> float (N, H, W, C); see the module docstring for the modes.
 
     Usage: ``pre = Preprocessor("mean_image").fit(train.images)``; ``x = pre.transform(batch)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data import Preprocessor
+    >>> train = np.array([0, 255, 0, 255], np.uint8).reshape(4, 1, 1, 1)
+    >>> pre = Preprocessor("per_channel").fit(train)  # mean 0.5, std 0.5 after scaling to [0, 1]
+    >>> pre.mean, pre.std, pre.transform(train)[:, 0, 0, 0]
+    (array([0.5], dtype=float32), array([0.5], dtype=float32), array([-1.,  1., -1.,  1.], dtype=float32))
+    >>> Preprocessor("mean_image").fit(train).transform(train)[:, 0, 0, 0]
+    array([-127.5,  127.5, -127.5,  127.5], dtype=float32)
     """
 
     def __init__(self, mode: str = "scale") -> None:
@@ -79,6 +90,47 @@ class Preprocessor:
             std[std == 0] = 255.0  # a constant channel: divide by 1 after scaling
             self.mean = (mean / 255.0).astype(np.float32)
             self.std = (std / 255.0).astype(np.float32)
+        return self
+
+    def fit_batches(self, batches: Callable[[], Iterable[np.ndarray]]) -> Preprocessor:
+        """Fit on images that arrive in batches (a folder larger than memory); ``batches()`` starts a pass.
+
+        The same statistics as :meth:`fit` on all the images at once, up to float64 summation order; per_channel
+        makes two passes (mean, then squared deviations).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> imgs = np.arange(2 * 3 * 2 * 2, dtype=np.uint8).reshape(6, 2, 2, 1)
+        >>> a = Preprocessor("per_channel").fit(imgs)
+        >>> b = Preprocessor("per_channel").fit_batches(lambda: (imgs[i : i + 4] for i in range(0, 6, 4)))
+        >>> bool(np.allclose(a.mean, b.mean) and np.allclose(a.std, b.std))
+        True
+        """
+        if self.mode not in ("mean_image", "per_channel"):
+            return self
+        total: np.ndarray | None = None
+        count = 0
+        for batch in batches():
+            _check_images(batch, "Preprocessor.fit_batches")
+            axes = (0,) if self.mode == "mean_image" else (0, 1, 2)
+            part = np.asarray(batch).sum(axis=axes, dtype=np.float64)
+            total = part if total is None else total + part
+            count += batch.shape[0] if self.mode == "mean_image" else batch.shape[0] * batch.shape[1] * batch.shape[2]
+        if total is None or count == 0:
+            raise ShapeError("Preprocessor.fit_batches: need at least one image")
+        mean = total / count
+        if self.mode == "mean_image":
+            self.mean = mean.astype(np.float32)
+            return self
+        sq = np.zeros_like(mean)
+        for batch in batches():
+            d = np.asarray(batch, dtype=np.float64) - mean
+            sq += np.einsum("nhwc,nhwc->c", d, d)
+        std = np.sqrt(sq / count)
+        std[std == 0] = 255.0
+        self.mean = (mean / 255.0).astype(np.float32)
+        self.std = (std / 255.0).astype(np.float32)
         return self
 
     def fit_transform(self, images: np.ndarray, dtype: type | np.dtype = np.float32) -> Array:

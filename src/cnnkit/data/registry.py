@@ -25,6 +25,13 @@ class FileSpec:
         size: byte count, or None when not recorded (then only the md5 is checked).
         sha256: sha256 (hex) when known; informative (``verify`` reports md5 only).
         role: what the file holds, e.g. ``"train-images"``.
+
+    Examples
+    --------
+    >>> from cnnkit.data import get_spec
+    >>> f = get_spec("mnist").file("test-labels")
+    >>> f.name, f.size, f.md5
+    ('t10k-labels-idx1-ubyte.gz', 4542, 'ec29112dd5afa0611ce80d1b7f02629c')
     """
 
     name: str
@@ -36,7 +43,17 @@ class FileSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset: its files, the base URLs they are fetched from (tried in order) and its class names."""
+    """A dataset: its files, the base URLs they are fetched from (tried in order) and its class names.
+
+    Examples
+    --------
+    >>> from cnnkit.data import get_spec
+    >>> spec = get_spec("mnist")
+    >>> spec.url(spec.mirrors[0], spec.file("test-labels"))
+    'https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz'
+    >>> len(spec.classes), [f.role for f in spec.files]
+    (10, ['train-images', 'train-labels', 'test-images', 'test-labels'])
+    """
 
     name: str
     files: tuple[FileSpec, ...]
@@ -113,7 +130,18 @@ _ALIASES = {"fashion": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-
 
 
 def get_spec(dataset: str | DatasetSpec) -> DatasetSpec:
-    """The DatasetSpec of a registered name (case-insensitive; ``_`` and ``-`` alike), or ``dataset`` itself."""
+    """The DatasetSpec of a registered name (case-insensitive; ``_`` and ``-`` alike), or ``dataset`` itself.
+
+    Examples
+    --------
+    >>> from cnnkit.data import get_spec
+    >>> get_spec("Fashion_MNIST").name, get_spec("CIFAR-10").name
+    ('fashion-mnist', 'cifar10')
+    >>> get_spec("imagenet")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown dataset 'imagenet'; known datasets: mnist, fashion-mnist, cifar10
+    """
     if isinstance(dataset, DatasetSpec):
         return dataset
     key = str(dataset).strip().lower().replace("_", "-")
@@ -129,6 +157,15 @@ class FileStatus:
 
     ``status`` is one of ``"ok"``, ``"missing"``, ``"present"`` (found, not hashed), ``"bad-size"``,
     ``"bad-md5"``; ``detail`` says expected vs got for the bad ones.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from cnnkit.data import verify
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     status = verify("mnist", d)[0]
+    >>> status.file.name, status.status, status.ok, status.path
+    ('train-images-idx3-ubyte.gz', 'missing', False, None)
     """
 
     dataset: str
@@ -145,7 +182,21 @@ class FileStatus:
 def file_status(
     dataset: str | DatasetSpec, f: FileSpec, data_dir: str | os.PathLike | None = None, hash_files: bool = True
 ) -> FileStatus:
-    """Locate ``f`` and check its size (cheap) and, when ``hash_files``, its md5."""
+    """Locate ``f`` and check its size (cheap) and, when ``hash_files``, its md5.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.data import get_spec
+    >>> from cnnkit.data.registry import file_status
+    >>> f = get_spec("mnist").file("test-labels")
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / f.name).write_bytes(b"not the real file")
+    ...     s = file_status("mnist", f, d)
+    >>> s.status, s.detail
+    ('bad-size', 'expected 4542 bytes, got 17 bytes')
+    """
     spec = get_spec(dataset)
     path = locate_file(spec.name, f.name, data_dir, f.size)
     if path is None:
@@ -162,7 +213,16 @@ def file_status(
 
 
 def verify(dataset: str | DatasetSpec, data_dir: str | os.PathLike | None = None) -> list[FileStatus]:
-    """Per-file status (found? right size? right md5?) of every file of ``dataset`` in the data directory."""
+    """Per-file status (found? right size? right md5?) of every file of ``dataset`` in the data directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from cnnkit.data import verify
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     print([(s.file.role, s.status) for s in verify("mnist", d)])
+    [('train-images', 'missing'), ('train-labels', 'missing'), ('test-images', 'missing'), ('test-labels', 'missing')]
+    """
     spec = get_spec(dataset)
     return [file_status(spec, f, data_dir, hash_files=True) for f in spec.files]
 
@@ -171,6 +231,17 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[tuple[Datas
     """Every registered dataset with its files and whether each is present in the data directory.
 
     Presence is by name and size only (no hashing; use :func:`verify` for that), so listing is instant.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from cnnkit.data import list_datasets
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for spec, files in list_datasets(d):
+    ...         print(spec.name, [s.status for s in files])
+    mnist ['missing', 'missing', 'missing', 'missing']
+    fashion-mnist ['missing', 'missing', 'missing', 'missing']
+    cifar10 ['missing', 'missing']
     """
     return [
         (spec, [file_status(spec, f, data_dir, hash_files=False) for f in spec.files])

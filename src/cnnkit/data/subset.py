@@ -10,7 +10,14 @@ _RANGE = re.compile(r"^\s*(\d+)\s*[-:]\s*(\d+)\s*$")
 
 
 def first_n(n: int, total: int) -> np.ndarray:
-    """int64 indices of the first ``n`` of ``total`` examples: ``0 .. n-1``."""
+    """int64 indices of the first ``n`` of ``total`` examples: ``0 .. n-1``.
+
+    Examples
+    --------
+    >>> from cnnkit.data import first_n
+    >>> first_n(3, 60000)
+    array([0, 1, 2])
+    """
     n = int(n)
     if n < 1 or n > total:
         raise ValueError(f"cannot take the first {n} examples of {total}: need 1 <= n <= {total}")
@@ -18,7 +25,17 @@ def first_n(n: int, total: int) -> np.ndarray:
 
 
 def example_range(first: int, last: int, total: int) -> np.ndarray:
-    """int64 indices of examples ``first`` .. ``last``, counted from 1 and inclusive (``1, 10000`` -> 0..9999)."""
+    """int64 indices of examples ``first`` .. ``last``, counted from 1 and inclusive (``1, 10000`` -> 0..9999).
+
+    Examples
+    --------
+    Exercise 15.6's "examples 10001 to 20000":
+
+    >>> from cnnkit.data import example_range
+    >>> idx = example_range(10001, 20000, 60000)
+    >>> int(idx[0]), int(idx[-1]), len(idx)
+    (10000, 19999, 10000)
+    """
     first, last = int(first), int(last)
     if not 1 <= first <= last <= total:
         raise ValueError(
@@ -34,6 +51,18 @@ def parse_subset(spec: int | str | None, total: int) -> np.ndarray:
     ``spec`` is None or ``"all"`` (every example), a count N (an int or ``"10000"``: the first N), or a
     1-based inclusive range ``"10001-20000"`` (examples 10001 to 20000, i.e. indices 10000..19999).
     A malformed or out-of-range spec raises ValueError saying what was expected.
+
+    Examples
+    --------
+    >>> from cnnkit.data import parse_subset
+    >>> len(parse_subset(None, 60000)), len(parse_subset("10000", 60000))
+    (60000, 10000)
+    >>> parse_subset("10001-20000", 60000)[[0, -1]]
+    array([10000, 19999])
+    >>> parse_subset("10001..20000", 60000)
+    Traceback (most recent call last):
+    ...
+    ValueError: subset '10001..20000' not understood: expected a count like '10000', a 1-based inclusive range like '10001-20000', or 'all'
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
         return np.arange(total, dtype=np.int64)

@@ -86,11 +86,11 @@ def plan(
             first, last = rng
             if max_train:
                 last = min(last, first + max_train - 1)
-            cfg = TrainConfig(model=model, train_range=f"{first}-{last}", epochs=epochs, seed=seed, test_limit=test_limit)
+            cfg = TrainConfig(model=model, train_range=f"{first}-{last}", epochs=epochs, seed=seed, test_limit=test_limit).resolved()
         else:
             limit = min(n, max_train) if (n and max_train) else (n if n else max_train)
             cfg = TrainConfig(model=model, train_limit=limit if limit and limit < 60000 else None, epochs=epochs,
-                              seed=seed, test_limit=test_limit)
+                              seed=seed, test_limit=test_limit).resolved()
         key = job_key(cfg)
         jobs.setdefault(key, Job(key, cfg))
         table.setdefault(part, []).append(Entry(label, key, x))

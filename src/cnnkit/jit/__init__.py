@@ -40,7 +40,19 @@ __all__ = ["HAVE_NUMBA", "maxpool_backward", "maxpool_backward_disjoint", "maxpo
 
 
 def usable(*arrays: object) -> bool:
-    """True when the compiled kernels can take these arrays: numba present, NumPy arrays of float32/float64."""
+    """True when the compiled kernels can take these arrays: numba present, NumPy arrays of float32/float64.
+
+    Examples
+    --------
+    The same answer with or without numba for arrays the kernels never take:
+
+    >>> import numpy as np
+    >>> from cnnkit import jit
+    >>> jit.usable(np.zeros(2, np.float32)) == jit.HAVE_NUMBA
+    True
+    >>> jit.usable(np.zeros(2, np.int64)), jit.usable([1.0, 2.0])
+    (False, False)
+    """
     if not HAVE_NUMBA:
         return False
     return all(isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) for a in arrays)

@@ -1,7 +1,7 @@
 """The model zoo and the network-string grammar (see :mod:`cnnkit.models.spec`)."""
 
 from cnnkit.models.spec import BuildOptions, SpecError, build, infer_shapes, parse, to_string
-from cnnkit.models.zoo import ModelDef, create, get_model_def, model_names, resolve
+from cnnkit.models.zoo import ModelDef, create, get_model_def, model_input, model_names, resolve
 
 __all__ = [
     "BuildOptions",
@@ -11,6 +11,7 @@ __all__ = [
     "create",
     "get_model_def",
     "infer_shapes",
+    "model_input",
     "model_names",
     "parse",
     "resolve",

@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnkit.models.tokens import EXPECTED, TOKEN_KINDS, BuildContext, SpecError, check_shape, entry
+from cnnkit.errors import ShapeError, SpecError
+from cnnkit.models.tokens import EXPECTED, TOKEN_KINDS, BuildContext, entry
+from cnnkit.nn.base import Layer, Trace, TraceRow
+from cnnkit.nn.init import shapes_only
 
 if TYPE_CHECKING:
     from cnnkit.nn import Sequential
@@ -35,7 +38,15 @@ __all__ = ["EXPECTED", "BuildOptions", "SpecError", "Token", "build", "infer_sha
 
 @dataclass(frozen=True)
 class Token:
-    """One parsed layer description: its kind (a key of the token table), its text and its arguments."""
+    """One parsed layer description: its kind (a key of the token table), its text and its arguments.
+
+    Examples
+    --------
+    >>> from cnnkit.models import parse
+    >>> t = parse("conv3x3x64x128p1")[0]
+    >>> t.kind, t.args["kernel"], t.args["in"], t.args["out"], t.args["padding"]
+    ('conv', (3, 3), 64, 128, 1)
+    """
 
     kind: str
     text: str
@@ -57,7 +68,7 @@ def parse(spec: str) -> list[Token]:
     >>> parse("conv5x5x1x20,poo2")
     Traceback (most recent call last):
     ...
-    cnnkit.models.tokens.SpecError: cannot parse token 2 'poo2' (character 14 of 'conv5x5x1x20,poo2'); expected one of ...
+    cnnkit.errors.SpecError: cannot parse token 2 'poo2' (character 14 of 'conv5x5x1x20,poo2'); expected one of ...
     """
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError(f"empty network string; {EXPECTED}")
@@ -79,7 +90,14 @@ def parse(spec: str) -> list[Token]:
 
 
 def to_string(tokens: list[Token]) -> str:
-    """The canonical string of parsed tokens (``parse(to_string(t)) == t``)."""
+    """The canonical string of parsed tokens (``parse(to_string(t)) == t``).
+
+    Examples
+    --------
+    >>> from cnnkit.models import parse, to_string
+    >>> to_string(parse(" Conv5x5x1x20 , POOL2 ,ReLU"))
+    'conv5x5x1x20,pool2,relu'
+    """
     return ",".join(t.text for t in tokens)
 
 
@@ -89,6 +107,14 @@ class BuildOptions:
 
     init: "matconvnet" (weights 0.01*N(0,1), biases 0: MatConvNet 1.0-beta20's MNIST example),
     "he" (N(0, 2/fan_in), biases 0) or "pytorch" (U(+-1/sqrt(fan_in)) weights and biases).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.models import BuildOptions, build
+    >>> net = build("fc3", (1, 1, 2), np.random.default_rng(0), BuildOptions(init="pytorch", dtype=np.float64))
+    >>> net.forward(np.zeros((1, 1, 1, 2))).dtype
+    dtype('float64')
     """
 
     init: str = "matconvnet"
@@ -99,6 +125,31 @@ class BuildOptions:
     workspace_limit: int = 512 * 2**20  # bytes of im2row workspace per convolution before chunking the batch
 
 
+def assemble(
+    tokens: list[Token], input_shape: tuple[int, ...], ctx: BuildContext | None = None
+) -> list[tuple[Token, list[Layer], list[TraceRow]]]:
+    """Build every token's layers in turn and trace their shapes: (token, layers, trace rows) per token.
+
+    Raises SpecError pointing at the first token whose layers do not fit what reaches them. Call it
+    inside :func:`cnnkit.nn.init.shapes_only` to read shapes and costs without allocating.
+    """
+    ctx = ctx or BuildContext(BuildOptions(), np.random.default_rng(0))
+    spec = to_string(tokens)
+    texts = [t.text for t in tokens]
+    flow = Trace(tuple(int(v) for v in input_shape))
+    out = []
+    for i, t in enumerate(tokens):
+        try:
+            layers = entry(t.kind).build(t.args, flow.shape, ctx)
+            rows: list[TraceRow] = []
+            for layer in layers:
+                flow = layer.trace(flow, str(i), rows)
+        except (ShapeError, SpecError) as exc:
+            raise SpecError(f"{_where(spec, i, texts)}: {exc}") from None
+        out.append((t, layers, rows))
+    return out
+
+
 def infer_shapes(tokens: list[Token], input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
     """Output shape (H, W, C) (or (F,) after fc/flatten) of every token; raises SpecError on a mismatch.
 
@@ -107,17 +158,8 @@ def infer_shapes(tokens: list[Token], input_shape: tuple[int, int, int]) -> list
     >>> infer_shapes(parse("conv5x5x1x20,pool2,fc10"), (28, 28, 1))
     [(24, 24, 20), (12, 12, 20), (10,)]
     """
-    shapes: list[tuple[int, ...]] = []
-    shape: tuple[int, ...] = tuple(input_shape)
-    spec = to_string(tokens)
-    texts = [t.text for t in tokens]
-    for i, t in enumerate(tokens):
-        try:
-            shape = check_shape(entry(t.kind), t.args, shape)
-        except SpecError as exc:
-            raise SpecError(f"{_where(spec, i, texts)}: {exc}") from None
-        shapes.append(shape)
-    return shapes
+    with shapes_only():
+        return [rows[-1].info.out_shape for _, _, rows in assemble(tokens, input_shape)]
 
 
 def build(
@@ -127,6 +169,8 @@ def build(
     options: BuildOptions | None = None,
 ) -> Sequential:
     """Build a :class:`~cnnkit.nn.Sequential` from a network string for inputs of ``input_shape`` (H, W, C).
+
+    The whole string is checked against the input shape before any layer's memory is allocated.
 
     Examples
     --------
@@ -138,11 +182,8 @@ def build(
     from cnnkit.nn import Sequential
 
     tokens = parse(spec) if isinstance(spec, str) else spec
-    ctx = BuildContext(options or BuildOptions(), rng if rng is not None else np.random.default_rng())
-    shapes = infer_shapes(tokens, input_shape)
-    layers = []
-    prev: tuple[int, ...] = tuple(input_shape)
-    for t, shape in zip(tokens, shapes):
-        layers += entry(t.kind).build(t.args, prev, ctx)
-        prev = shape
-    return Sequential(*layers)
+    options = options or BuildOptions()
+    with shapes_only():
+        assemble(tokens, input_shape, BuildContext(options, np.random.default_rng(0)))
+    ctx = BuildContext(options, rng if rng is not None else np.random.default_rng())
+    return Sequential(*[layer for _, layers, _ in assemble(tokens, input_shape, ctx) for layer in layers])

@@ -3,22 +3,21 @@
 Each entry (a :class:`TokenKind` subclass instance in :data:`TOKEN_KINDS`) gives, in one place:
 
 * ``syntax`` and ``pattern``: the grammar of the token, and :meth:`TokenKind.parse` for its arguments;
-* :meth:`TokenKind.output_shape`: the shape rule (H, W, C) -> (H', W', C') (or (F,) once flattened);
 * :meth:`TokenKind.build`: the layer factory (the cnnkit layers the token stands for);
-* :meth:`TokenKind.cost`: parameters, FLOPs, im2row workspace and window geometry, for the summary;
 * :meth:`TokenKind.torch`: the PyTorch equivalent (benchmarks and oracle tests).
 
-The parser (:mod:`cnnkit.models.spec`), the summary (:mod:`cnnkit.summary`) and the benchmark's PyTorch
-translator only loop over this table, so a new kind of layer is one new entry here.
+Shapes and costs are the layers' own (:meth:`cnnkit.nn.Layer.describe`), read from layers built with
+:func:`cnnkit.nn.init.shapes_only` (nothing is allocated). The parser (:mod:`cnnkit.models.spec`), the
+summary (:mod:`cnnkit.summary`) and the benchmark's PyTorch translator only loop over this table, so a new
+kind of token is one new entry here.
 
 Examples
 --------
 >>> from cnnkit.models.tokens import kind_of
 >>> kind_of("conv5x5x1x20").name
 'conv'
->>> entry = kind_of("pool2")
->>> entry.output_shape(entry.parse("pool2")[1], (24, 24, 20))
-(12, 12, 20)
+>>> kind_of("pool2").parse("pool2")
+('maxpool', {'kernel': 2, 'stride': 2, 'padding': 0})
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnkit.errors import ShapeError
-from cnnkit.ops.geometry import Window, window
+from cnnkit.errors import SpecError
+from cnnkit.nn.init import building_shapes_only
 
 if TYPE_CHECKING:
     from cnnkit.nn.base import Layer
@@ -39,29 +38,23 @@ if TYPE_CHECKING:
 Shape = tuple[int, ...]
 
 
-class SpecError(ValueError):
-    """A network string that does not parse or does not fit its input; the message points at the bad token."""
-
-
-@dataclass
-class Cost:
-    """What one token costs for one image (the summary's columns).
-
-    ``flops`` count a multiply-add as 2; ``workspace`` is the im2row matrix phi(x) in elements;
-    ``window`` is the sliding window's geometry (receptive fields grow through it); ``flattens`` marks
-    the end of the spatial part of the network (receptive fields stop there).
-    """
-
-    params: int = 0
-    flops: int = 0
-    workspace: int = 0
-    window: Window | None = None
-    flattens: bool = False
-
-
 @dataclass
 class BuildContext:
-    """State shared by the factories while one network is built (options, generator, first layer)."""
+    """State shared by the factories while one network is built (options, generator, first layer).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.models import BuildOptions
+    >>> from cnnkit.models.tokens import BuildContext
+    >>> from cnnkit.nn import Linear
+    >>> ctx = BuildContext(BuildOptions(init="matconvnet"), np.random.default_rng(0))
+    >>> ctx.need_input_grad()  # the first layer with parameters needs no dL/dx
+    False
+    >>> layer = ctx.initialise(Linear(4, 2, rng=np.random.default_rng(0)), 4)
+    >>> ctx.need_input_grad(), layer.params["bias"]
+    (True, array([0., 0.], dtype=float32))
+    """
 
     options: Any  # cnnkit.models.spec.BuildOptions
     rng: np.random.Generator
@@ -81,16 +74,18 @@ class BuildContext:
         from cnnkit.nn.init import gaussian, he_normal
 
         init = self.options.init
+        if init not in ("matconvnet", "he", "pytorch"):
+            raise ValueError(f"unknown init {init!r}; expected 'matconvnet', 'he' or 'pytorch'")
+        self.seen_parameters = True
+        if building_shapes_only():
+            return layer
         w = layer.params["weight"]
         if init == "matconvnet":
             w[...] = gaussian(w.shape, 0.01, self.rng, w.dtype)
         elif init == "he":
             w[...] = he_normal(w.shape, fan_in, self.rng, w.dtype)
-        elif init != "pytorch":
-            raise ValueError(f"unknown init {init!r}; expected 'matconvnet', 'he' or 'pytorch'")
         if "bias" in layer.params and init != "pytorch":
             layer.params["bias"][...] = 0
-        self.seen_parameters = True
         return layer
 
 
@@ -98,24 +93,28 @@ def _numel(shape: Shape) -> int:
     return int(math.prod(shape))
 
 
-def _spatial(shape: Shape, what: str) -> tuple[int, int, int]:
-    if len(shape) != 3:
-        raise SpecError(f"{what} needs an H x W x C input, but the previous layer flattened it")
-    return shape
-
-
 class TokenKind:
     """One kind of token. Subclasses set ``name``, ``syntax`` and ``pattern`` and override what differs.
 
-    The defaults describe an elementwise layer: same shape out as in, one FLOP per output element, no
-    parameters, counted as done in place by the summary's activation total.
+    ``parse`` gives the token's arguments, ``build`` the layers it stands for (their ``describe`` gives
+    shapes and costs), ``torch`` the PyTorch modules that compute the same.
+
+    Examples
+    --------
+    >>> from cnnkit.models.spec import BuildOptions
+    >>> k = kind_of("conv3x3x1x8s2")
+    >>> kind, args = k.parse("conv3x3x1x8s2")
+    >>> kind, args
+    ('conv', {'kernel': (3, 3), 'in': 1, 'out': 8, 'stride': 2, 'padding': 0, 'dilation': 1, 'bias': True})
+    >>> import numpy as np
+    >>> layers = k.build(args, (28, 28, 1), BuildContext(BuildOptions(), np.random.default_rng(0)))
+    >>> layers[0].output_shape((28, 28, 1))
+    (13, 13, 8)
     """
 
     name: str = ""
     syntax: str = ""
     pattern: re.Pattern[str] = re.compile(r"(?!)")
-    #: output has the input's shape and may be computed in place (ReLU, BN, dropout ...)
-    elementwise: bool = True
 
     def parse(self, text: str) -> tuple[str, dict[str, Any]]:
         """(kind, arguments) of a token this entry matches; raises SpecError with a reason for bad values."""
@@ -132,14 +131,8 @@ class TokenKind:
         """The token's arguments from its pattern's match; SpecError with a reason for bad values."""
         return {}
 
-    def output_shape(self, args: dict[str, Any], shape: Shape) -> Shape:
-        return tuple(shape)
-
     def build(self, args: dict[str, Any], shape: Shape, ctx: BuildContext) -> list[Layer]:  # pragma: no cover
         raise NotImplementedError
-
-    def cost(self, args: dict[str, Any], shape: Shape, out: Shape) -> Cost:
-        return Cost(flops=_numel(out))
 
     def torch(self, args: dict[str, Any], shape: Shape) -> list[Any]:  # pragma: no cover
         raise NotImplementedError
@@ -149,7 +142,6 @@ class _Conv(TokenKind):
     name = "conv"
     syntax = "conv<kh>x<kw>x<in>x<out>[s<stride>][p<pad>|psame][d<dilation>][nobias]"
     pattern = re.compile(r"conv(\d+)x(\d+)x(\d+)x(\d+)((?:s\d+|psame|p\d+|d\d+|nobias)*)")
-    elementwise = False
     _option = re.compile(r"s\d+|psame|p\d+|d\d+|nobias")
 
     def arguments(self, m: re.Match[str]) -> dict[str, Any]:
@@ -166,16 +158,6 @@ class _Conv(TokenKind):
             raise SpecError("sizes, stride and dilation must be >= 1")
         return args
 
-    def _window(self, args: dict[str, Any], shape: Shape) -> Window:
-        return window((shape[0], shape[1]), args["kernel"], args["stride"], args["padding"], args["dilation"])
-
-    def output_shape(self, args: dict[str, Any], shape: Shape) -> Shape:
-        _h, _w, c = _spatial(shape, "a convolution")
-        if c != args["in"]:
-            raise SpecError(f"the kernel expects {args['in']} input channels but {c} arrive (input {tuple(shape)})")
-        win = self._window(args, shape)
-        return (win.out[0], win.out[1], args["out"])
-
     def build(self, args: dict[str, Any], shape: Shape, ctx: BuildContext) -> list[Layer]:
         from cnnkit.nn import Conv2d
 
@@ -185,12 +167,6 @@ class _Conv(TokenKind):
             rng=ctx.rng, dtype=ctx.dtype, need_input_grad=ctx.need_input_grad(), workspace_limit=ctx.options.workspace_limit,
         )
         return [ctx.initialise(layer, kh * kw * args["in"])]
-
-    def cost(self, args: dict[str, Any], shape: Shape, out: Shape) -> Cost:
-        win = self._window(args, shape)
-        taps = args["kernel"][0] * args["kernel"][1] * args["in"]
-        params = taps * args["out"] + (args["out"] if args["bias"] else 0)
-        return Cost(params, 2 * win.out[0] * win.out[1] * taps * args["out"], win.out[0] * win.out[1] * taps, win)
 
     def torch(self, args: dict[str, Any], shape: Shape) -> list[Any]:
         import torch.nn as tnn
@@ -202,7 +178,6 @@ class _Pool(TokenKind):
     name = "pool"
     syntax = "pool<k>[s<stride>][p<pad>], avgpool<k>[s<stride>][p<pad>]"
     pattern = re.compile(r"(pool|maxpool|avgpool)(\d+)(?:s(\d+))?(?:p(\d+))?")
-    elementwise = False
 
     def kind(self, m: re.Match[str]) -> str:
         return "avgpool" if m.group(1) == "avgpool" else "maxpool"
@@ -216,18 +191,6 @@ class _Pool(TokenKind):
         if p > k // 2:  # as the pooling layers (and PyTorch) require: no window lies wholly in the padding
             raise SpecError(f"pooling padding {p} must be at most half the window ({k} // 2 = {k // 2})")
         return {"kernel": k, "stride": s, "padding": p}
-
-    def _window(self, args: dict[str, Any], shape: Shape) -> Window:
-        return window((shape[0], shape[1]), args["kernel"], args["stride"], args["padding"])
-
-    def output_shape(self, args: dict[str, Any], shape: Shape) -> Shape:
-        _spatial(shape, "pooling")
-        win = self._window(args, shape)
-        return (win.out[0], win.out[1], shape[2])
-
-    def cost(self, args: dict[str, Any], shape: Shape, out: Shape) -> Cost:
-        return Cost(flops=_numel(out) * args["kernel"] ** 2, window=self._window(args, shape))
-
 
 class _MaxPool(_Pool):
     """``pool<k>`` and ``maxpool<k>``: max pooling (stride defaults to k)."""
@@ -249,6 +212,7 @@ class _AvgPool(_Pool):
     """``avgpool<k>``: average pooling (parsed by the pool entry, built here)."""
 
     name = "avgpool"
+    syntax = ""  # written as part of the pool entry's syntax
     pattern = re.compile(r"(?!)")  # reached through _Pool's pattern
 
     def build(self, args: dict[str, Any], shape: Shape, ctx: BuildContext) -> list[Layer]:
@@ -296,9 +260,6 @@ class _BatchNorm(TokenKind):
         layer.astype(ctx.dtype)
         return [layer]
 
-    def cost(self, args: dict[str, Any], shape: Shape, out: Shape) -> Cost:
-        return Cost(params=2 * shape[-1], flops=2 * _numel(out))
-
     def torch(self, args: dict[str, Any], shape: Shape) -> list[Any]:
         import torch.nn as tnn
 
@@ -330,18 +291,11 @@ class _Dropout(TokenKind):
 class _Flatten(TokenKind):
     name = syntax = "flatten"
     pattern = re.compile("flatten")
-    elementwise = False
-
-    def output_shape(self, args: dict[str, Any], shape: Shape) -> Shape:
-        return (_numel(shape),)
 
     def build(self, args: dict[str, Any], shape: Shape, ctx: BuildContext) -> list[Layer]:
         from cnnkit.nn import Flatten
 
         return [Flatten()]
-
-    def cost(self, args: dict[str, Any], shape: Shape, out: Shape) -> Cost:
-        return Cost(flops=_numel(out), flattens=True)
 
     def torch(self, args: dict[str, Any], shape: Shape) -> list[Any]:
         import torch.nn as tnn
@@ -355,15 +309,11 @@ class _FullyConnected(TokenKind):
     name = "fc"
     syntax = "fc<out>"
     pattern = re.compile(r"fc(\d+)")
-    elementwise = False
 
     def arguments(self, m: re.Match[str]) -> dict[str, Any]:
         if int(m.group(1)) < 1:
             raise SpecError("a fully connected layer needs at least 1 output")
         return {"out": int(m.group(1))}
-
-    def output_shape(self, args: dict[str, Any], shape: Shape) -> Shape:
-        return (args["out"],)
 
     def build(self, args: dict[str, Any], shape: Shape, ctx: BuildContext) -> list[Layer]:
         from cnnkit.nn import Flatten, Linear
@@ -371,10 +321,6 @@ class _FullyConnected(TokenKind):
         n_in = _numel(shape)
         linear = ctx.initialise(Linear(n_in, args["out"], rng=ctx.rng, dtype=ctx.dtype), n_in)
         return [linear] if len(shape) == 1 else [Flatten(), linear]
-
-    def cost(self, args: dict[str, Any], shape: Shape, out: Shape) -> Cost:
-        n_in = _numel(shape)
-        return Cost(params=n_in * args["out"] + args["out"], flops=2 * n_in * args["out"], flattens=True)
 
     def torch(self, args: dict[str, Any], shape: Shape) -> list[Any]:
         import torch.nn as tnn
@@ -407,24 +353,35 @@ EXPECTED = "expected one of " + ", ".join(k.syntax for k in TOKEN_KINDS if k.syn
 
 
 def kind_of(text: str) -> TokenKind:
-    """The entry whose pattern matches a (lower-case, space-free) token; raises SpecError when none does."""
+    """The entry whose pattern matches a (lower-case, space-free) token; raises SpecError when none does.
+
+    Examples
+    --------
+    >>> from cnnkit.models.tokens import kind_of
+    >>> kind_of("relu").name, kind_of("avgpool3s2").name
+    ('relu', 'avgpool')
+    >>> kind_of("softmax")
+    Traceback (most recent call last):
+    ...
+    cnnkit.errors.SpecError: cannot parse 'softmax'; expected one of ...
+    """
     for k in TOKEN_KINDS:
-        if k.pattern.fullmatch(text):
-            return k
+        m = k.pattern.fullmatch(text)
+        if m:
+            return BY_KIND[k.kind(m)]
     raise SpecError(f"cannot parse {text!r}; {EXPECTED}")
 
 
 def entry(kind: str) -> TokenKind:
-    """The entry for a parsed token's ``kind``."""
+    """The entry for a parsed token's ``kind``.
+
+    Examples
+    --------
+    >>> from cnnkit.models.tokens import entry
+    >>> entry("avgpool").name, entry("fc").syntax
+    ('avgpool', 'fc<out>')
+    """
     try:
         return BY_KIND[kind]
     except KeyError:
         raise SpecError(f"unknown token kind {kind!r}") from None
-
-
-def check_shape(k: TokenKind, args: dict[str, Any], shape: Shape) -> Shape:
-    """``k.output_shape`` with ShapeError turned into SpecError (geometry that does not fit)."""
-    try:
-        return k.output_shape(args, shape)
-    except ShapeError as exc:
-        raise SpecError(str(exc)) from None

@@ -47,13 +47,14 @@ class ReLU(Layer):
     ``inplace=True`` overwrites the input with the output (saves one array per layer).
     """
 
+    elementwise = True
+
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = inplace
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = relu_forward(x, self.inplace)
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return relu_forward(x, self.inplace)
 
     def backward(self, dy: Array) -> Array:
         return relu_backward(dy, self._saved())
@@ -61,45 +62,60 @@ class ReLU(Layer):
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
+    def config(self) -> dict[str, Any]:
+        return {"inplace": self.inplace}
+
 
 class Sigmoid(Layer):
     """Logistic sigmoid 1 / (1 + exp(-x)), derivative y (1 - y) (seed 000 §15.4). Any shape."""
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = sigmoid_forward(x)
-        return y
+    elementwise = True
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return sigmoid_forward(x)
 
     def backward(self, dy: Array) -> Array:
         return sigmoid_backward(dy, self._saved())
+
+    def config(self) -> dict[str, Any]:
+        return {}
 
 
 class Tanh(Layer):
     """Hyperbolic tangent, derivative 1 - y^2. Any shape."""
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = tanh_forward(x)
-        return y
+    elementwise = True
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return tanh_forward(x)
 
     def backward(self, dy: Array) -> Array:
         return tanh_backward(dy, self._saved())
+
+    def config(self) -> dict[str, Any]:
+        return {}
 
 
 class LeakyReLU(Layer):
     """y = x for x > 0, negative_slope * x otherwise. Any shape."""
 
+    elementwise = True
+
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope, self.inplace = float(negative_slope), inplace
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = leaky_relu_forward(x, self.negative_slope, self.inplace)
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return leaky_relu_forward(x, self.negative_slope, self.inplace)
 
     def backward(self, dy: Array) -> Array:
         return leaky_relu_backward(dy, self._saved())
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+    def config(self) -> dict[str, Any]:
+        return {"negative_slope": self.negative_slope, "inplace": self.inplace}
 
 
 class PReLU(Layer):
@@ -109,6 +125,8 @@ class PReLU(Layer):
     by all channels) or C, the number of channels on the input's last axis (NHWC, or (N, C)).
     """
 
+    elementwise = True
+
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype: Any = None) -> None:
         super().__init__()
         if num_parameters < 1:
@@ -117,9 +135,8 @@ class PReLU(Layer):
         self.params["weight"] = xp.full((self.num_parameters,), init, dtype=dtype or default_float())
         self._init_grads()
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = prelu_forward(x, self.params["weight"])
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return prelu_forward(x, self.params["weight"])
 
     def backward(self, dy: Array) -> Array:
         dx, dw = prelu_backward(dy, self._saved())
@@ -129,17 +146,21 @@ class PReLU(Layer):
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"
 
+    def config(self) -> dict[str, Any]:
+        return {"num_parameters": self.num_parameters}
+
 
 class ELU(Layer):
     """y = x for x > 0, alpha (exp(x) - 1) otherwise. Any shape."""
+
+    elementwise = True
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
         self.alpha = float(alpha)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = elu_forward(x, self.alpha)
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return elu_forward(x, self.alpha)
 
     def backward(self, dy: Array) -> Array:
         return elu_backward(dy, self._saved())
@@ -147,9 +168,14 @@ class ELU(Layer):
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
+    def config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
 
 class Softplus(Layer):
     """y = log(1 + exp(beta x)) / beta, linear (y = x) where beta x > threshold. Any shape."""
+
+    elementwise = True
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
         super().__init__()
@@ -157,15 +183,17 @@ class Softplus(Layer):
             raise ValueError("Softplus: beta must be non-zero")
         self.beta, self.threshold = float(beta), float(threshold)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = softplus_forward(x, self.beta, self.threshold)
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return softplus_forward(x, self.beta, self.threshold)
 
     def backward(self, dy: Array) -> Array:
         return softplus_backward(dy, self._saved())
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}"
+
+    def config(self) -> dict[str, Any]:
+        return {"beta": self.beta, "threshold": self.threshold}
 
 
 class Softmax(Layer):
@@ -174,14 +202,15 @@ class Softmax(Layer):
     Only the last axis is supported (``dim=-1``), the class/channel axis of cnnkit's channel-last layout.
     """
 
+    elementwise = True
+
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = int(dim)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         _check_last_axis(self.dim, x, "Softmax")
-        y, self._cache = softmax_forward(x)
-        return y
+        return softmax_forward(x)
 
     def backward(self, dy: Array) -> Array:
         return softmax_backward(dy, self._saved())
@@ -189,21 +218,28 @@ class Softmax(Layer):
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim}
+
 
 class LogSoftmax(Layer):
     """log softmax over the last axis: (..., K) -> (..., K)."""
+
+    elementwise = True
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
         self.dim = int(dim)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         _check_last_axis(self.dim, x, "LogSoftmax")
-        y, self._cache = log_softmax_forward(x)
-        return y
+        return log_softmax_forward(x)
 
     def backward(self, dy: Array) -> Array:
         return log_softmax_backward(dy, self._saved())
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim}

@@ -1,29 +1,91 @@
 """The layer and loss contracts every cnnkit module follows.
 
-A :class:`Layer` holds ``params`` and ``grads``: dicts of arrays with the same keys. ``forward(x,
-train)`` computes the output (``layer(x)`` is the same with ``train=False``) and keeps what its
-backward needs; ``backward(dy)`` returns dL/dx and writes dL/dparam *in place* into ``grads`` (so the
-dict's arrays stay the same objects across steps; gradients are overwritten, not accumulated).
-Non-trainable state (batch-norm running statistics) lives in ``buffers``. Parameters may be replaced
-or assigned into in place; the layer computes in the dtype of its parameters.
+A :class:`Layer` holds ``params`` and ``grads``: dicts of arrays with the same keys. ``forward(x)``
+computes the output and keeps what its backward needs; ``backward(dy)`` returns dL/dx and writes
+dL/dparam *in place* into ``grads`` (so the dict's arrays stay the same objects across steps; gradients
+are overwritten, not accumulated). Non-trainable state (batch-norm running statistics) lives in
+``buffers``. Parameters may be replaced or assigned into in place; the layer computes in the dtype of its
+parameters.
+
+Modes, as in PyTorch: a layer starts in training mode; ``net.eval()`` switches it (and every layer
+inside it) to evaluation mode and ``net.train()`` back. ``net(x)`` and ``net.forward(x)`` follow the mode;
+``forward(x, train=...)`` overrides it for one call. Dropout and batch normalisation behave differently
+in the two modes. A training-mode forward keeps what backward needs; an evaluation-mode forward keeps
+nothing (inference allocates no caches) unless asked with ``forward(x, grad=True)`` (to differentiate
+an evaluation-mode network, e.g. a saliency map), and a backward after a forward that kept nothing
+raises :class:`~cnnkit.errors.StateError` saying so.
+
+Writing a layer: implement ``_forward(x, train, keep) -> (y, cache)`` and ``backward(dy)`` (read the
+cache with ``self._saved()``); ``describe`` (shapes and costs), ``config`` (the constructor's arguments,
+for saving the architecture) complete it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from cnnkit.backend import Array, xp
-from cnnkit.errors import StateError
+from cnnkit.errors import ShapeError, StateError
+from cnnkit.ops.geometry import Window
+
+Shape = tuple[int, ...]
+L = TypeVar("L", bound="Layer")
+
+
+@dataclass
+class LayerInfo:
+    """What one layer does to one example: output shape and costs (the summary's columns).
+
+    ``flops`` count a multiply-add as 2 (None when the layer does not know its cost); ``workspace`` is
+    the im2row matrix phi(x) in elements; ``window`` is a sliding window's geometry (receptive fields grow
+    through it); ``flattens`` marks the end of the spatial part of a network; ``elementwise`` layers keep
+    the shape and may work in place (the book's activation count leaves them out).
+    """
+
+    out_shape: Shape
+    params: int = 0
+    flops: int | None = 0
+    workspace: int = 0
+    window: Window | None = None
+    flattens: bool = False
+    elementwise: bool = False
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What flows through a network when shapes are traced: one example's shape, the receptive field of one
+    of its units in the network's input (pixels along H; None once flattened) and the input pixels between
+    two adjacent units (the product of the strides so far)."""
+
+    shape: Shape
+    rf: int | None = 1
+    jump: int = 1
+
+
+@dataclass
+class TraceRow:
+    """One layer met while tracing: its dotted name, kind (class name, or "add"/"concat" for a merge),
+    input shape, :class:`LayerInfo` and the receptive field after it."""
+
+    name: str
+    kind: str
+    in_shape: Shape
+    info: LayerInfo
+    rf: int | None
 
 
 class Layer:
-    """Base class: one level of inheritance, no global state."""
+    """Base class of every layer (see the module docstring for the contract)."""
 
     #: parameter names excluded from weight decay (batch-norm scale and shift)
     no_decay: frozenset[str] = frozenset()
     #: True for layers whose forward pass draws random numbers (dropout); see :meth:`reseed`
     draws_random: bool = False
+    #: output has the input's shape and may be computed in place (activations, dropout, normalisation)
+    elementwise: bool = False
     #: set by a container when this layer is used at more than one place of a network (weight sharing):
     #: the layer then keeps no reusable scratch memory in its caches, because each use needs its own
     shared: bool = False
@@ -32,12 +94,40 @@ class Layer:
         self.params: dict[str, Array] = {}
         self.grads: dict[str, Array] = {}
         self.buffers: dict[str, Array] = {}
+        self.training = True
         self._cache: Any = None
+        self._kept: bool | None = None  # whether the last forward kept its cache (None: no forward yet)
 
-    def __call__(self, x: Array, train: bool = False) -> Array:
-        return self.forward(x, train)
+    # -- modes ------------------------------------------------------------------------------------
+    def train(self: L, mode: bool = True) -> L:
+        """Set training mode (``mode=False``: evaluation mode) on this layer and every layer inside it."""
+        for m in self.modules():
+            m.training = bool(mode)
+        return self
 
-    def forward(self, x: Array, train: bool = False) -> Array:  # pragma: no cover - abstract
+    def eval(self: L) -> L:
+        """Set evaluation mode on this layer and every layer inside it (``train(False)``)."""
+        return self.train(False)
+
+    # -- forward and backward ---------------------------------------------------------------------
+    def __call__(self, x: Array, train: bool | None = None, *, grad: bool | None = None) -> Array:
+        return self.forward(x, train, grad=grad)
+
+    def forward(self, x: Array, train: bool | None = None, *, grad: bool | None = None) -> Array:
+        """The layer's output for ``x``.
+
+        ``train``: training (True) or evaluation (False) behaviour; None follows the layer's mode.
+        ``grad``: keep what :meth:`backward` needs; None keeps it in training mode only.
+        """
+        mode = self.training if train is None else bool(train)
+        keep = mode if grad is None else bool(grad)
+        y, cache = self._forward(x, mode, keep)
+        self._cache = cache if keep else None
+        self._kept = keep
+        return y
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:  # pragma: no cover - abstract
+        """(output, cache for backward); the cache is dropped when ``keep`` is False."""
         raise NotImplementedError
 
     def backward(self, dy: Array) -> Array | None:  # pragma: no cover - abstract
@@ -45,9 +135,16 @@ class Layer:
 
     # -- helpers for subclasses ---------------------------------------------------------------
     def _saved(self) -> Any:
-        """The cache of the last forward; raises :class:`StateError` if there was none."""
+        """The cache of the last forward; raises :class:`StateError` if it kept none."""
         if self._cache is None:
-            raise StateError(f"{type(self).__name__}.backward called before forward")
+            name = type(self).__name__
+            if self._kept is False:
+                raise StateError(
+                    f"{name}.backward: the last forward kept nothing for backward (it ran in evaluation mode); "
+                    f"call .train() on the network before the forward that backward follows, or use "
+                    f"forward(x, grad=True) to differentiate an evaluation-mode forward"
+                )
+            raise StateError(f"{name}.backward called before forward")
         return self._cache
 
     def _set_grad(self, name: str, value: Array) -> None:
@@ -61,10 +158,77 @@ class Layer:
 
     def _init_grads(self) -> None:
         """Zero gradients for every parameter (call at the end of a subclass's __init__)."""
-        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        from cnnkit.nn.init import zeros_like
 
+        self.grads = {k: zeros_like(v) for k, v in self.params.items()}
+
+    # -- shapes and costs -------------------------------------------------------------------------
+    def output_shape(self, in_shape: Sequence[int]) -> Shape:
+        """The shape of one example's output for one example's input ``in_shape`` (no batch axis)."""
+        return self.describe(in_shape).out_shape
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """Output shape and costs for one example of shape ``in_shape``; raises ShapeError if it does not fit.
+
+        Elementwise layers keep the shape (one FLOP per element); for other layers this default runs the
+        layer on one zero example and does not know the FLOPs; layers override it with their rules.
+        """
+        if self.elementwise:
+            return elementwise_info(self, in_shape)
+        dtype = self.dtype or xp.float32
+        y = self.forward(xp.zeros((1, *in_shape), dtype=dtype), train=False)
+        return LayerInfo(tuple(int(v) for v in y.shape[1:]), self.num_params(), None)
+
+    def trace(self, t: Trace, name: str, rows: list[TraceRow]) -> Trace:
+        """Append this layer's row to ``rows`` and return what flows out of it (containers recurse)."""
+        info = self.describe(t.shape)
+        rf, jump = t.rf, t.jump
+        if info.window is not None and rf is not None:
+            rf += (info.window.effective_kernel[0] - 1) * jump
+            jump *= info.window.stride[0]
+        if info.flattens:
+            rf = None
+        rows.append(TraceRow(name, type(self).__name__, tuple(t.shape), info, rf))
+        return Trace(info.out_shape, rf, jump)
+
+    def num_params(self) -> int:
+        """How many numbers the parameters hold."""
+        return sum(math.prod(v.shape) for v in self.params.values())
+
+    # -- state and architecture -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Array]:
+        """Parameters and buffers by (dotted) name: the arrays themselves, not copies (as PyTorch)."""
+        return {**self.params, **self.buffers}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy ``state`` into the parameters and buffers in place (converted to their dtypes).
+
+        ``strict``: every entry of the layer must be given and no other. Shapes must match. Raises
+        StateError naming the missing or unexpected entries, ShapeError naming a shape that differs.
+        """
+        targets = self.state_dict()
+        missing = sorted(k for k in targets if k not in state and not k.endswith("num_batches_tracked"))
+        unexpected = sorted(k for k in state if k not in targets)
+        if strict and (missing or unexpected):
+            raise StateError(
+                f"{type(self).__name__}.load_state_dict: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+            )
+        for key, dst in targets.items():
+            if key not in state:
+                continue
+            src = xp.asarray(state[key])
+            if tuple(src.shape) != tuple(dst.shape):
+                raise ShapeError(f"state entry {key!r} has shape {tuple(src.shape)}; the model expects {tuple(dst.shape)}")
+            dst[...] = src
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this layer (JSON-able); see :mod:`cnnkit.nn.architecture`."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its configuration, so it cannot be saved as data")
+
+    # -- the rest ---------------------------------------------------------------------------------
     @property
-    def dtype(self) -> xp.dtype | None:
+    def dtype(self) -> Any:
         """The dtype of the first parameter (None for parameterless layers)."""
         for v in self.params.values():
             return v.dtype
@@ -74,10 +238,10 @@ class Layer:
         for g in self.grads.values():
             g[...] = 0
 
-    def astype(self, dtype: Any) -> Layer:
-        """Convert parameters, gradients and buffers to ``dtype`` in place; returns self."""
+    def astype(self: L, dtype: Any) -> L:
+        """Convert parameters, gradients and floating-point buffers to ``dtype`` in place; returns self."""
         self.params = {k: v.astype(dtype) for k, v in self.params.items()}
-        self.buffers = {k: v.astype(dtype) for k, v in self.buffers.items()}
+        self.buffers = {k: v.astype(dtype) if xp.issubdtype(v.dtype, xp.floating) else v for k, v in self.buffers.items()}
         self._init_grads()
         return self
 
@@ -97,6 +261,12 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def elementwise_info(layer: Layer, in_shape: Sequence[int], flops_per_element: int = 1) -> LayerInfo:
+    """The :class:`LayerInfo` of a layer that keeps the shape (activations, dropout, normalisation)."""
+    shape = tuple(int(v) for v in in_shape)
+    return LayerInfo(shape, layer.num_params(), flops_per_element * math.prod(shape), elementwise=True)
 
 
 class Loss:

@@ -13,13 +13,14 @@ layers holding the same weights would get summed.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
-from cnnkit.nn.base import Layer
+from cnnkit.nn.base import Layer, LayerInfo, Trace, TraceRow
 
 
 class _Gathered:
@@ -111,6 +112,19 @@ class Container(Layer):
 
         yield from walk(self)
 
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """The network's output shape and total costs for one example (per-layer rows: :meth:`trace`)."""
+        rows: list[TraceRow] = []
+        out = self.trace(Trace(tuple(int(v) for v in in_shape)), "", rows)
+        flops = [r.info.flops for r in rows]
+        return LayerInfo(
+            out.shape, self.num_params(), None if None in flops else sum(f for f in flops if f is not None),
+            max((r.info.workspace for r in rows), default=0), flattens=any(r.info.flattens for r in rows),
+        )
+
+    def num_params(self) -> int:
+        return sum(leaf.num_params() for _, leaf in self.named_leaves())
+
     # -- what the children share -------------------------------------------------------------------
     @property
     def no_decay(self) -> frozenset[str]:  # type: ignore[override]  # read-only view of the leaves'; Layer's is a class attribute
@@ -135,11 +149,25 @@ class Container(Layer):
             layer.reseed([*key, i])
 
     # -- forward and backward with per-use caches ------------------------------------------------------
-    def _forward_child(self, child: Layer, x: Array, train: bool, caches: list[Any]) -> Array:
-        """Run ``child`` and keep the cache of this use in ``caches`` (a shared layer overwrites its own)."""
-        y = child.forward(x, train)
+    def _forward_child(self, name: str, x: Array, train: bool, keep: bool, caches: list[Any]) -> Array:
+        """Run child ``name`` and keep the cache of this use in ``caches`` (a shared layer overwrites its own).
+
+        A ShapeError from inside is re-raised naming the child (index and class), then its parents.
+        """
+        child = self._children[name]
+        try:
+            y = child.forward(x, train, grad=keep)
+        except ShapeError as exc:
+            raise exc.within(name, type(child).__name__) from None
         caches.append(child._cache)
         return y
+
+    def _trace_child(self, name: str, t: Trace, prefix: str, rows: list[TraceRow]) -> Trace:
+        child = self._children[name]
+        try:
+            return child.trace(t, f"{prefix}{name}", rows)
+        except ShapeError as exc:
+            raise exc.within(name, type(child).__name__) from None
 
     def backward(self, dy: Array) -> Array | None:
         return self._backward(dy, set())
@@ -166,6 +194,12 @@ class Container(Layer):
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({k}): {v!r}".replace("\n", "\n  ") for k, v in self._children.items())
         return f"{type(self).__name__}(\n{inner}\n)"
+
+
+def _check_branches(shapes: list[tuple[int, ...]], what: str) -> None:
+    for i, sh in enumerate(shapes):
+        if sh[:-1] != shapes[0][:-1]:
+            raise ShapeError(f"Concat: branch {i} gives {sh}, branch 0 gives {shapes[0]}; expected the same {what} for every branch")
 
 
 def _sum_input_grads(a: Array | None, b: Array | None) -> Array | None:
@@ -214,12 +248,16 @@ class Sequential(Container):
         self._add(str(len(self._children)), layer)
         return self
 
-    def forward(self, x: Array, train: bool = False) -> Array:
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         caches: list[Any] = []
-        for layer in self._children.values():
-            x = self._forward_child(layer, x, train, caches)
-        self._cache = caches
-        return x
+        for name in self._children:
+            x = self._forward_child(name, x, train, keep, caches)
+        return x, caches
+
+    def trace(self, t: Trace, prefix: str, rows: list[TraceRow]) -> Trace:
+        for name in self._children:
+            t = self._trace_child(name, t, f"{prefix}." if prefix else "", rows)
+        return t
 
     def _backward(self, dy: Array, done: set[int]) -> Array | None:
         caches = self._saved()
@@ -252,17 +290,21 @@ class Residual(Container):
         if shortcut is not None:
             self._add("shortcut", shortcut)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         caches: list[Any] = []
-        y = self._forward_child(self._children["body"], x, train, caches)
-        s = self._forward_child(self._children["shortcut"], x, train, caches) if "shortcut" in self._children else x
-        if y.shape != s.shape:
-            raise ShapeError(
-                f"Residual: body output {y.shape} and shortcut output {s.shape} differ; expected equal shapes "
-                f"(give a shortcut, e.g. a 1x1 Conv2d, when channels or size change)"
-            )
-        self._cache = caches
-        return y + s
+        y = self._forward_child("body", x, train, keep, caches)
+        s = self._forward_child("shortcut", x, train, keep, caches) if "shortcut" in self._children else x
+        _check_same(tuple(y.shape), tuple(s.shape))
+        return y + s, caches
+
+    def trace(self, t: Trace, prefix: str, rows: list[TraceRow]) -> Trace:
+        dot = f"{prefix}." if prefix else ""
+        tb = self._trace_child("body", t, dot, rows)
+        ts = self._trace_child("shortcut", t, dot, rows) if "shortcut" in self._children else t
+        _check_same(tb.shape, ts.shape)
+        out = Trace(tb.shape, _max_rf(tb.rf, ts.rf), tb.jump)
+        rows.append(TraceRow(f"{dot}add", "add", t.shape, LayerInfo(tb.shape, 0, math.prod(tb.shape)), out.rf))
+        return out
 
     def _backward(self, dy: Array, done: set[int]) -> Array | None:
         caches = self._saved()
@@ -272,6 +314,18 @@ class Residual(Container):
         else:
             ds = dy
         return _sum_input_grads(dx, ds)
+
+
+def _check_same(body: tuple[int, ...], shortcut: tuple[int, ...]) -> None:
+    if body != shortcut:
+        raise ShapeError(
+            f"Residual: body output {body} and shortcut output {shortcut} differ; expected equal shapes "
+            f"(give a shortcut, e.g. a 1x1 Conv2d, when channels or size change)"
+        )
+
+
+def _max_rf(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else max(a, b)
 
 
 class Concat(Container):
@@ -298,18 +352,22 @@ class Concat(Container):
         for i, b in enumerate(items):
             self._add(str(i), b)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         caches: list[Any] = []
-        outs = [self._forward_child(b, x, train, caches) for b in self._children.values()]
-        lead = outs[0].shape[:-1]
-        for i, o in enumerate(outs):
-            if o.shape[:-1] != lead:
-                raise ShapeError(
-                    f"Concat: branch {i} gives {o.shape}, branch 0 gives {outs[0].shape}; expected the same "
-                    f"(N, H, W) for every branch"
-                )
-        self._cache = (caches, [o.shape[-1] for o in outs])
-        return xp.concatenate(outs, axis=-1)
+        outs = [self._forward_child(name, x, train, keep, caches) for name in self._children]
+        _check_branches([tuple(o.shape) for o in outs], "(N, H, W)")
+        return xp.concatenate(outs, axis=-1), (caches, [o.shape[-1] for o in outs])
+
+    def trace(self, t: Trace, prefix: str, rows: list[TraceRow]) -> Trace:
+        dot = f"{prefix}." if prefix else ""
+        outs = [self._trace_child(name, t, dot, rows) for name in self._children]
+        _check_branches([o.shape for o in outs], "(H, W)")
+        shape = (*outs[0].shape[:-1], sum(o.shape[-1] for o in outs))
+        rf = outs[0].rf
+        for o in outs[1:]:
+            rf = _max_rf(rf, o.rf)
+        rows.append(TraceRow(f"{dot}concat", "concat", t.shape, LayerInfo(shape, 0, 0), rf))
+        return Trace(shape, rf, outs[0].jump)
 
     def _backward(self, dy: Array, done: set[int]) -> Array | None:
         caches, widths = self._saved()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnkit.backend import Array
 from cnnkit.errors import ShapeError
-from cnnkit.nn.base import Layer
+from cnnkit.nn.base import Layer, LayerInfo
 from cnnkit.nn.init import as_rng, uniform_fan_in
 from cnnkit.ops.conv import (
     DEFAULT_WORKSPACE_LIMIT,
@@ -18,8 +19,25 @@ from cnnkit.ops.conv import (
     conv_transpose2d_backward,
     conv_transpose2d_forward,
 )
-from cnnkit.ops.geometry import IntPair, Padding, pair, positive_pair
+from cnnkit.ops.geometry import IntPair, Padding, pair, positive_pair, window
 from cnnkit.ops.workspace import Workspace
+
+
+def _image(in_shape: Sequence[int], channels: int, what: str) -> tuple[int, int]:
+    """(H, W) of an H x W x C example whose C must be ``channels``; ShapeError otherwise."""
+    if len(in_shape) != 3:
+        raise ShapeError(f"a convolution needs an H x W x C input, but the input has shape {tuple(in_shape)} (flattened?)")
+    h, w, c = (int(v) for v in in_shape)
+    if c != channels:
+        raise ShapeError(f"{what} expects {channels} input channels but {c} arrive (input {tuple(in_shape)})")
+    return h, w
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples as lists, recursively (a padding argument in a JSON configuration)."""
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 class Conv2d(Layer):
@@ -71,13 +89,29 @@ class Conv2d(Layer):
             self.params["bias"] = uniform_fan_in((out_channels,), fan_in, rng, dtype)
         self._init_grads()
 
-    def forward(self, x: Array, train: bool = False) -> Array:
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        # evaluation runs in cache-sized chunks (a chunked cache rebuilds phi(x) if backward follows)
         limit = self.workspace_limit if train else min(self.workspace_limit, EVAL_CHUNK_BYTES)
-        y, self._cache = conv2d_forward(
-            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation, self.groups,
-            limit, None if self.shared else self._ws["train" if train else "eval"],  # each use of a shared layer keeps its own phi(x)
+        ws = None if self.shared else self._ws["train" if train else "eval"]  # each use of a shared layer keeps its own phi(x)
+        return conv2d_forward(
+            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation, self.groups, limit, ws
         )
-        return y
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """Output (H_out, W_out, out_channels); 2 FLOPs per multiply-add of eq. 15.25's product; phi(x)'s size."""
+        h, w = _image(in_shape, self.in_channels, "the kernel")
+        win = window((h, w), self.kernel_size, self.stride, self.padding, self.dilation, what="Conv2d")
+        taps = self.kernel_size[0] * self.kernel_size[1] * self.in_channels // self.groups
+        oh, ow = win.out
+        return LayerInfo((oh, ow, self.out_channels), self.num_params(), 2 * oh * ow * taps * self.out_channels,
+                         oh * ow * taps * self.groups, win)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride), "padding": _jsonable(self.padding), "dilation": list(self.dilation),
+            "groups": self.groups, "bias": "bias" in self.params, "need_input_grad": self.need_input_grad,
+        }
 
     def backward(self, dy: Array) -> Array | None:
         dx, dw, db = conv2d_backward(dy, self._saved(), need_dx=self.need_input_grad, workspace=self._ws["backward"])
@@ -128,11 +162,29 @@ class ConvTranspose2d(Layer):
             self.params["bias"] = uniform_fan_in((out_channels,), fan_in, rng, dtype)
         self._init_grads()
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = conv_transpose2d_forward(
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return conv_transpose2d_forward(
             x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.output_padding, self.dilation
         )
-        return y
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """Output (H_out, W_out, out_channels) by the formula above; 2 FLOPs per multiply-add."""
+        h, w = _image(in_shape, self.in_channels, "the transposed kernel")
+        out = [
+            (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+            for n, s, p, d, k, op in zip((h, w), self.stride, self.padding, self.dilation, self.kernel_size, self.output_padding)
+        ]
+        if min(out) < 1:
+            raise ShapeError(f"ConvTranspose2d: input {tuple(in_shape)} gives an empty output {tuple(out)}")
+        kh, kw = self.kernel_size
+        return LayerInfo((out[0], out[1], self.out_channels), self.num_params(), 2 * h * w * kh * kw * self.in_channels * self.out_channels)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride), "padding": list(self.padding), "output_padding": list(self.output_padding),
+            "bias": "bias" in self.params, "dilation": list(self.dilation),
+        }
 
     def backward(self, dy: Array) -> Array:
         dx, dw, db = conv_transpose2d_backward(dy, self._saved())

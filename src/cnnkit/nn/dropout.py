@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ class Dropout(Layer):
     """
 
     draws_random = True
+    elementwise = True
 
     def __init__(self, p: float = 0.5, rng: np.random.Generator | None = None) -> None:
         super().__init__()
@@ -30,12 +32,14 @@ class Dropout(Layer):
         """Draw the masks from ``np.random.default_rng(key)`` from now on."""
         self.rng = np.random.default_rng(list(key))
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = dropout_forward(x, self.p, train, self.rng)
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return dropout_forward(x, self.p, train, self.rng)
 
     def backward(self, dy: Array) -> Array:
         return dropout_backward(dy, self._saved())
+
+    def config(self) -> dict[str, Any]:
+        return {"p": self.p}
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

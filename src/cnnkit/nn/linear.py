@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnkit.backend import Array
 from cnnkit.errors import ShapeError
-from cnnkit.nn.base import Layer
+from cnnkit.nn.base import Layer, LayerInfo
 from cnnkit.nn.init import as_rng, uniform_fan_in
 from cnnkit.ops.linear import linear_backward, linear_forward
 
@@ -45,9 +46,22 @@ class Linear(Layer):
             self.params["bias"] = uniform_fan_in((self.out_features,), self.in_features, rng, dtype)
         self._init_grads()
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return linear_forward(x, self.params["weight"], self.params.get("bias"))
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """(..., in_features) -> (..., out_features); 2 FLOPs per multiply-add."""
+        shape = tuple(int(v) for v in in_shape)
+        if not shape or shape[-1] != self.in_features:
+            hint = " (an image needs a Flatten first)" if len(shape) == 3 else ""
+            raise ShapeError(f"Linear expects {self.in_features} input features but the input has shape {shape}{hint}")
+        rows = math.prod(shape[:-1])
+        return LayerInfo((*shape[:-1], self.out_features), self.num_params(), 2 * rows * self.in_features * self.out_features,
+                         flattens=True)
+
+    def config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": "bias" in self.params,
+                "need_input_grad": self.need_input_grad}
 
     def backward(self, dy: Array) -> Array | None:
         dx, dw, db = linear_backward(dy, self._saved(), need_dx=self.need_input_grad)
@@ -71,18 +85,29 @@ class Flatten(Layer):
         super().__init__()
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        nd = x.ndim
+    def _axes(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        nd = len(shape)
         s = self.start_dim + nd if self.start_dim < 0 else self.start_dim
         e = self.end_dim + nd if self.end_dim < 0 else self.end_dim
         if not (0 <= s < nd and 0 <= e < nd) or s > e:
             raise ShapeError(
-                f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} do not select axes of an input of "
-                f"shape {tuple(x.shape)}"
+                f"Flatten: start_dim={self.start_dim}, end_dim={self.end_dim} do not select axes of an input of shape {shape}"
             )
+        return s, e
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         shape = tuple(x.shape)
-        self._cache = shape
-        return x.reshape((*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :]))
+        s, e = self._axes(shape)
+        return x.reshape((*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :])), shape
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        shape = (1, *(int(v) for v in in_shape))  # the axes count the batch
+        s, e = self._axes(shape)
+        out = (*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :])
+        return LayerInfo(out[1:], 0, 0, flattens=True)
+
+    def config(self) -> dict[str, Any]:
+        return {"start_dim": self.start_dim, "end_dim": self.end_dim}
 
     def backward(self, dy: Array) -> Array:
         shape = self._saved()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnkit.backend import Array
 from cnnkit.errors import ShapeError
-from cnnkit.nn.base import Layer
+from cnnkit.nn.base import Layer, LayerInfo
+from cnnkit.nn.conv import _jsonable
 from cnnkit.nn.init import as_rng, uniform_fan_in
 from cnnkit.ops.geometry import IntPair, Padding, positive_pair, window
 from cnnkit.ops.local import locally_connected2d_backward, locally_connected2d_forward
@@ -60,16 +62,33 @@ class LocallyConnected2d(Layer):
             self.params["bias"] = uniform_fan_in((*win.out, self.out_channels), fan_in, rng, dtype)
         self._init_grads()
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        if x.ndim != 4 or tuple(x.shape[1:]) != (*self.in_size, self.in_channels):
+    def _check(self, shape: tuple[int, ...]) -> None:
+        """``shape`` with its batch axis."""
+        if shape[1:] != (*self.in_size, self.in_channels):
             raise ShapeError(
                 f"LocallyConnected2d: expected an input (N, {self.in_size[0]}, {self.in_size[1]}, {self.in_channels}), "
-                f"got shape {tuple(x.shape)}"
+                f"got shape {shape}"
             )
-        y, self._cache = locally_connected2d_forward(
-            x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation
-        )
-        return y
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        self._check(tuple(x.shape))
+        return locally_connected2d_forward(x, self.params["weight"], self.params.get("bias"), self.stride, self.padding, self.dilation)
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        self._check((1, *(int(v) for v in in_shape)))
+        kh, kw = self.kernel_size
+        oh, ow = self.out_size
+        win = window(self.in_size, self.kernel_size, self.stride, self.padding, self.dilation, what="LocallyConnected2d")
+        return LayerInfo((oh, ow, self.out_channels), self.num_params(), 2 * oh * ow * kh * kw * self.in_channels * self.out_channels,
+                         oh * ow * kh * kw * self.in_channels, win)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
+            "in_size": list(self.in_size), "stride": list(self.stride),
+            "padding": _jsonable(self.padding),
+            "bias": "bias" in self.params, "dilation": list(self.dilation), "need_input_grad": self.need_input_grad,
+        }
 
     def backward(self, dy: Array) -> Array | None:
         dx, dw, db = locally_connected2d_backward(dy, self._saved(), need_dx=self.need_input_grad)

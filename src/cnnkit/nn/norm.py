@@ -7,11 +7,12 @@ statistics live in ``buffers["running_mean"]`` (starts at 0) and ``buffers["runn
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
-from cnnkit.nn.base import Layer
+from cnnkit.nn.base import Layer, LayerInfo, elementwise_info
 from cnnkit.ops.norm import batch_norm_backward, batch_norm_forward
 
 
@@ -26,6 +27,7 @@ class _BatchNorm(Layer):
     """
 
     no_decay = frozenset({"weight", "bias"})
+    elementwise = True
     _ranks: tuple[int, ...] = ()
     _layout = ""
 
@@ -44,7 +46,7 @@ class _BatchNorm(Layer):
             raise ShapeError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
         self.track_running_stats = track_running_stats
-        self.num_batches_tracked = 0
+        self._batches = 0
         dt = dtype or default_float()
         if affine:
             self.params["weight"] = xp.ones(self.num_features, dtype=dt)
@@ -52,19 +54,16 @@ class _BatchNorm(Layer):
         if track_running_stats:
             self.buffers["running_mean"] = xp.zeros(self.num_features, dtype=dt)
             self.buffers["running_var"] = xp.ones(self.num_features, dtype=dt)
+            self.buffers["num_batches_tracked"] = xp.zeros((), dtype=xp.int64)
         self._init_grads()
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        if x.ndim not in self._ranks or x.shape[-1] != self.num_features:
-            raise ShapeError(
-                f"{type(self).__name__}: expected an input {self._layout} with C = {self.num_features}, "
-                f"got shape {tuple(x.shape)}"
-            )
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        self._check(tuple(x.shape))
         momentum = self.momentum
         tracking = self.track_running_stats
         if train and tracking and momentum is None:  # cumulative moving average, as PyTorch with momentum=None
             momentum = 1.0 / (self.num_batches_tracked + 1)
-        y, self._cache = batch_norm_forward(
+        y, cache = batch_norm_forward(
             x,
             self.params.get("weight"),
             self.params.get("bias"),
@@ -76,7 +75,32 @@ class _BatchNorm(Layer):
         )
         if train and tracking:
             self.num_batches_tracked += 1
-        return y
+        return y, cache
+
+    def _check(self, shape: tuple[int, ...]) -> None:
+        if len(shape) not in self._ranks or shape[-1] != self.num_features:
+            raise ShapeError(f"{type(self).__name__}: expected an input {self._layout} with C = {self.num_features}, got shape {shape}")
+
+    @property
+    def num_batches_tracked(self) -> int:
+        """Training batches seen (PyTorch's buffer of the same name; drives ``momentum=None``)."""
+        return int(self.buffers["num_batches_tracked"]) if "num_batches_tracked" in self.buffers else self._batches
+
+    @num_batches_tracked.setter
+    def num_batches_tracked(self, value: int) -> None:
+        if "num_batches_tracked" in self.buffers:
+            self.buffers["num_batches_tracked"][...] = value
+        else:
+            self._batches = int(value)
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """Same shape out; 2 FLOPs per element (scale and shift after normalising)."""
+        self._check((1, *(int(v) for v in in_shape)))
+        return elementwise_info(self, in_shape, 2)
+
+    def config(self) -> dict[str, Any]:
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": "weight" in self.params, "track_running_stats": self.track_running_stats}
 
     def backward(self, dy: Array) -> Array:
         dx, dgamma, dbeta = batch_norm_backward(dy, self._saved())

@@ -6,11 +6,12 @@ All are parameterless and compute in the input's dtype. Input (N, H, W, C), chan
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from cnnkit.backend import Array
 from cnnkit.errors import ShapeError, StateError
-from cnnkit.nn.base import Layer
-from cnnkit.ops.geometry import IntPair, pair, positive_pair
+from cnnkit.nn.base import Layer, LayerInfo
+from cnnkit.ops.geometry import IntPair, pair, positive_pair, window
 from cnnkit.ops.pool import (
     avg_pool2d_backward,
     avg_pool2d_forward,
@@ -40,6 +41,22 @@ def _pool_padding(padding: IntPair, kernel: tuple[int, int], what: str) -> tuple
     return pads
 
 
+def _image(in_shape: Sequence[int], what: str) -> tuple[int, int, int]:
+    if len(in_shape) != 3:
+        raise ShapeError(f"{what} needs an H x W x C input, but the input has shape {tuple(in_shape)} (flattened?)")
+    h, w, c = (int(v) for v in in_shape)
+    return h, w, c
+
+
+def _pool_info(layer: Any, in_shape: Sequence[int], dilation: tuple[int, int] = (1, 1)) -> LayerInfo:
+    """Output shape, window and cost (one operation per window element) of a pooling layer."""
+    h, w, c = _image(in_shape, type(layer).__name__)
+    padding = getattr(layer, "padding", 0)
+    win = window((h, w), layer.kernel_size, layer.stride, padding, dilation, layer.ceil_mode, what=type(layer).__name__)
+    oh, ow = win.out
+    return LayerInfo((oh, ow, c), 0, oh * ow * c * layer.kernel_size[0] * layer.kernel_size[1], window=win)
+
+
 class MaxPool2d(Layer):
     """Max pooling, eq. 15.51 (forward) and eq. 15.59 (backward: each window's gradient to its maximum).
 
@@ -66,21 +83,37 @@ class MaxPool2d(Layer):
         self.dilation = positive_pair(dilation, "dilation")
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
         self._in_shape: tuple[int, ...] | None = None
+        self._last: Any = None  # the last forward's cache, kept for `switches` while an unpooling layer mirrors this one
+        self.mirrored = False  # set by MaxUnpool2d(pool=self)
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.dilation)
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        y, cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.dilation)
         self._in_shape = tuple(x.shape)
-        return y
+        self._last = cache if self.mirrored else None
+        return y, cache
 
     def backward(self, dy: Array) -> Array:
         return max_pool2d_backward(dy, self._saved())
 
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """(H_out, W_out, C); one comparison per window element."""
+        info = _pool_info(self, in_shape, self.dilation)
+        if self.mirrored:  # a mirroring MaxUnpool2d restores this size
+            self._in_shape = (1, *(int(v) for v in in_shape))
+        return info
+
+    def config(self) -> dict[str, Any]:
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                "dilation": list(self.dilation), "return_indices": self.return_indices, "ceil_mode": self.ceil_mode}
+
     @property
     def switches(self) -> Array:
         """Flat indices h*W + w of each window's maximum in the last forward's input, (N, H_out, W_out, C)."""
-        if self._cache is None:
-            raise StateError("MaxPool2d.switches read before any forward")
-        return max_pool2d_indices(self._cache)
+        cache = self._cache if self._cache is not None else self._last
+        if cache is None:
+            raise StateError("MaxPool2d.switches: no forward has kept them yet (run a training-mode forward, or "
+                             "build the MaxUnpool2d with pool=this layer before the forward)")
+        return max_pool2d_indices(cache)
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -113,14 +146,22 @@ class AvgPool2d(Layer):
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
         self.divisor_override = divisor_override
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = avg_pool2d_forward(
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return avg_pool2d_forward(
             x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad, self.divisor_override
         )
-        return y
 
     def backward(self, dy: Array) -> Array:
         return avg_pool2d_backward(dy, self._saved())
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """(H_out, W_out, C); one addition per window element."""
+        return _pool_info(self, in_shape)
+
+    def config(self) -> dict[str, Any]:
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                "ceil_mode": self.ceil_mode, "count_include_pad": self.count_include_pad,
+                "divisor_override": self.divisor_override}
 
     def extra_repr(self) -> str:
         return (
@@ -146,12 +187,20 @@ class LPPool2d(Layer):
         self.stride = _stride(stride, self.kernel_size)
         self.ceil_mode = ceil_mode
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = lp_pool2d_forward(x, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return lp_pool2d_forward(x, self.norm_type, self.kernel_size, self.stride, self.ceil_mode)
 
     def backward(self, dy: Array) -> Array:
         return lp_pool2d_backward(dy, self._saved())
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """(H_out, W_out, C); a power, a sum and a root per window (counted as 3 FLOPs per element)."""
+        info = _pool_info(self, in_shape)
+        return LayerInfo(info.out_shape, 0, 3 * (info.flops or 0), window=info.window)
+
+    def config(self) -> dict[str, Any]:
+        return {"norm_type": self.norm_type, "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "ceil_mode": self.ceil_mode}
 
     def extra_repr(self) -> str:
         return f"norm_type={self.norm_type:g}, kernel_size={self.kernel_size}, stride={self.stride}, ceil_mode={self.ceil_mode}"
@@ -187,14 +236,26 @@ class MaxUnpool2d(Layer):
         else:
             raise ValueError("MaxUnpool2d needs kernel_size or the MaxPool2d it mirrors (pool=...)")
         self.pool = pool
+        if pool is not None:
+            pool.mirrored = True
 
-    def forward(
+    def forward(  # PyTorch's extra arguments: the switches and the output size
         self,
         x: Array,
-        train: bool = False,
+        train: bool | None = None,
         indices: Array | None = None,
         output_size: Sequence[int] | None = None,
+        *,
+        grad: bool | None = None,
     ) -> Array:
+        self._call = (indices, output_size)
+        try:
+            return super().forward(x, train, grad=grad)
+        finally:
+            self._call = (None, None)
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        indices, output_size = self._call
         strict = True
         if indices is None:
             if self.pool is None:
@@ -207,22 +268,35 @@ class MaxUnpool2d(Layer):
                     f"MaxUnpool2d: input {tuple(x.shape)} does not match the shape {tuple(indices.shape)} of the "
                     f"switches of its MaxPool2d's last forward"
                 )
-        y, self._cache = max_unpool2d_forward(
-            x, indices, self.kernel_size, self.stride, self.padding, output_size, strict_size=strict
-        )
-        return y
+        return max_unpool2d_forward(x, indices, self.kernel_size, self.stride, self.padding, output_size, strict_size=strict)
 
-    def __call__(
+    def __call__(  # as forward
         self,
         x: Array,
-        train: bool = False,
+        train: bool | None = None,
         indices: Array | None = None,
         output_size: Sequence[int] | None = None,
+        *,
+        grad: bool | None = None,
     ) -> Array:
-        return self.forward(x, train, indices, output_size)
+        return self.forward(x, train, indices, output_size, grad=grad)
 
     def backward(self, dy: Array) -> Array:
         return max_unpool2d_backward(dy, self._saved())
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        """The mirrored pool's input size when known, else (H - 1)*stride - 2*padding + kernel."""
+        h, w, c = _image(in_shape, "MaxUnpool2d")
+        if self.pool is not None and self.pool.input_shape is not None:
+            oh, ow = self.pool.input_shape[1:3]
+        else:
+            oh, ow = ((n - 1) * s - 2 * p + k for n, s, p, k in zip((h, w), self.stride, self.padding, self.kernel_size))
+        return LayerInfo((oh, ow, c), 0, 0)
+
+    def config(self) -> dict[str, Any]:
+        """The geometry, and the mirrored MaxPool2d (stored as a reference to it by the architecture file)."""
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                "pool": self.pool}
 
     def extra_repr(self) -> str:
         mirrored = ", pool=<MaxPool2d>" if self.pool is not None else ""
@@ -242,9 +316,16 @@ class Upsample(Layer):
         self.scale_factor = scale_factor_pair(scale_factor)
         self.mode = mode
 
-    def forward(self, x: Array, train: bool = False) -> Array:
-        y, self._cache = upsample_nearest2d_forward(x, self.scale_factor)
-        return y
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return upsample_nearest2d_forward(x, self.scale_factor)
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        h, w, c = _image(in_shape, "Upsample")
+        sh, sw = self.scale_factor
+        return LayerInfo((h * sh, w * sw, c), 0, 0)
+
+    def config(self) -> dict[str, Any]:
+        return {"scale_factor": list(self.scale_factor), "mode": self.mode}
 
     def backward(self, dy: Array) -> Array:
         return upsample_nearest2d_backward(dy, self._saved())

@@ -31,7 +31,18 @@ from cnnkit.errors import ShapeError
 
 
 def as_float(x: Array) -> Array:
-    """``x`` as an array of a floating dtype: float arrays pass through unchanged, others become float32."""
+    """``x`` as an array of a floating dtype: float arrays pass through unchanged, others become float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import as_float
+    >>> as_float(np.array([1, 2])).dtype
+    dtype('float32')
+    >>> x = np.zeros(2, np.float64)
+    >>> as_float(x) is x
+    True
+    """
     x = xp.asarray(x)
     if x.dtype.kind != "f":
         x = x.astype(default_float())
@@ -53,7 +64,15 @@ def _ignore_overflow() -> contextlib.AbstractContextManager:
 
 
 def stable_sigmoid(x: Array) -> Array:
-    """1 / (1 + exp(-x)), accurate in both tails: exp(-x) may overflow to inf for x << 0, giving exactly 0."""
+    """1 / (1 + exp(-x)), accurate in both tails: exp(-x) may overflow to inf for x << 0, giving exactly 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import stable_sigmoid
+    >>> stable_sigmoid(np.array([-1000.0, 0.0, 1000.0]))
+    array([0. , 0.5, 1. ])
+    """
     t = xp.negative(x)
     with _ignore_overflow():
         xp.exp(t, out=t)
@@ -63,7 +82,15 @@ def stable_sigmoid(x: Array) -> Array:
 
 
 def select_factor(mask: Array, other: float | Array, dtype: xp.dtype) -> Array:
-    """1 where ``mask``, ``other`` elsewhere (``other`` broadcasts against mask), in ``dtype``; exact."""
+    """1 where ``mask``, ``other`` elsewhere (``other`` broadcasts against mask), in ``dtype``; exact.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import select_factor
+    >>> select_factor(np.array([True, False, True]), 0.5, np.float64)
+    array([1. , 0.5, 1. ])
+    """
     f = xp.multiply(xp.logical_not(mask), xp.asarray(other, dtype=dtype), dtype=dtype)
     f += mask
     return f
@@ -72,20 +99,47 @@ def select_factor(mask: Array, other: float | Array, dtype: xp.dtype) -> Array:
 # ---------------------------------------------------------------------------------------------- ReLU
 @dataclass
 class ReLUCache:
-    """ReLU keeps its output: y > 0 exactly where x > 0, and the output exists anyway (no new memory)."""
+    """ReLU keeps its output: y > 0 exactly where x > 0, and the output exists anyway (no new memory).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import relu_forward
+    >>> y, cache = relu_forward(np.array([-1.0, 2.0]))
+    >>> cache.y is y
+    True
+    """
 
     y: Array
 
 
 def relu_forward(x: Array, inplace: bool = False) -> tuple[Array, ReLUCache]:
-    """y = max{0, x} element-wise (eq. 15.13). Any shape. ``inplace=True`` overwrites ``x`` with y."""
+    """y = max{0, x} element-wise (eq. 15.13). Any shape. ``inplace=True`` overwrites ``x`` with y.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import relu_forward
+    >>> y, cache = relu_forward(np.array([[-2.0, 0.0, 3.0]]))
+    >>> y
+    array([[0., 0., 3.]])
+    """
     x = as_float(x)
     y = xp.maximum(x, 0, out=x if inplace else None)
     return y, ReLUCache(y)
 
 
 def relu_backward(dy: Array, cache: ReLUCache) -> Array:
-    """dz/dx = dz/dy where x > 0, else 0 (eqs. 15.14-15.15; 0 at x == 0, as in PyTorch)."""
+    """dz/dx = dz/dy where x > 0, else 0 (eqs. 15.14-15.15; 0 at x == 0, as in PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import relu_backward, relu_forward
+    >>> y, cache = relu_forward(np.array([-2.0, 0.0, 3.0]))
+    >>> relu_backward(np.array([5.0, 5.0, 5.0]), cache)
+    array([0., 0., 5.])
+    """
     dy = _grad_like(dy, cache.y, "relu")
     return dy * (cache.y > 0)
 
@@ -93,17 +147,46 @@ def relu_backward(dy: Array, cache: ReLUCache) -> Array:
 # ------------------------------------------------------------------------------------------- Sigmoid
 @dataclass
 class SigmoidCache:
+    """What sigmoid's backward needs: the output y (dy/dx = y (1 - y)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import sigmoid_forward
+    >>> y, cache = sigmoid_forward(np.zeros(2))
+    >>> cache.y is y
+    True
+    """
+
     y: Array
 
 
 def sigmoid_forward(x: Array) -> tuple[Array, SigmoidCache]:
-    """Logistic sigmoid y = 1 / (1 + exp(-x)) (seed 000 §15.4), computed without overflow. Any shape."""
+    """Logistic sigmoid y = 1 / (1 + exp(-x)) (seed 000 §15.4), computed without overflow. Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import sigmoid_forward
+    >>> y, cache = sigmoid_forward(np.array([-800.0, 0.0, 2.0]))
+    >>> np.round(y, 4)
+    array([0.    , 0.5   , 0.8808])
+    """
     y = stable_sigmoid(as_float(x))
     return y, SigmoidCache(y)
 
 
 def sigmoid_backward(dy: Array, cache: SigmoidCache) -> Array:
-    """dy/dx = y (1 - y), which lies in (0, 1/4] (seed 000 §15.4)."""
+    """dy/dx = y (1 - y), which lies in (0, 1/4] (seed 000 §15.4).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import sigmoid_backward, sigmoid_forward
+    >>> y, cache = sigmoid_forward(np.array([0.0, 3.0]))
+    >>> np.round(sigmoid_backward(np.ones(2), cache), 4)
+    array([0.25  , 0.0452])
+    """
     y = cache.y
     dy = _grad_like(dy, y, "sigmoid")
     return dy * y * (1 - y)
@@ -112,17 +195,46 @@ def sigmoid_backward(dy: Array, cache: SigmoidCache) -> Array:
 # ---------------------------------------------------------------------------------------------- Tanh
 @dataclass
 class TanhCache:
+    """What tanh's backward needs: the output y (dy/dx = 1 - y^2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import tanh_forward
+    >>> y, cache = tanh_forward(np.zeros(2))
+    >>> cache.y is y
+    True
+    """
+
     y: Array
 
 
 def tanh_forward(x: Array) -> tuple[Array, TanhCache]:
-    """y = tanh(x) element-wise. Any shape."""
+    """y = tanh(x) element-wise. Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import tanh_forward
+    >>> y, cache = tanh_forward(np.array([-1.0, 0.0, 1.0]))
+    >>> np.round(y, 4)
+    array([-0.7616,  0.    ,  0.7616])
+    """
     y = xp.tanh(as_float(x))
     return y, TanhCache(y)
 
 
 def tanh_backward(dy: Array, cache: TanhCache) -> Array:
-    """dy/dx = 1 - y^2."""
+    """dy/dx = 1 - y^2.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import tanh_backward, tanh_forward
+    >>> y, cache = tanh_forward(np.array([0.0, 1.0]))
+    >>> np.round(tanh_backward(np.ones(2), cache), 4)
+    array([1.  , 0.42])
+    """
     y = cache.y
     dy = _grad_like(dy, y, "tanh")
     return dy * (1 - y * y)
@@ -131,6 +243,17 @@ def tanh_backward(dy: Array, cache: TanhCache) -> Array:
 # ----------------------------------------------------------------------------------------- LeakyReLU
 @dataclass
 class LeakyReLUCache:
+    """What leaky ReLU's backward needs: an array with the sign of x (the output when the slope is positive).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import leaky_relu_forward
+    >>> y, cache = leaky_relu_forward(np.array([-1.0, 2.0]), 0.1)
+    >>> cache.ref is y, cache.negative_slope
+    (True, 0.1)
+    """
+
     ref: Array  # the output when negative_slope > 0 (same sign as x), else the input x
     negative_slope: float
 
@@ -139,6 +262,14 @@ def leaky_relu_forward(x: Array, negative_slope: float = 0.01, inplace: bool = F
     """y = x for x > 0, negative_slope * x otherwise (PyTorch's LeakyReLU). Any shape.
 
     ``inplace=True`` overwrites x; it needs negative_slope > 0 (else the sign of x would be lost).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import leaky_relu_forward
+    >>> y, cache = leaky_relu_forward(np.array([-10.0, 0.0, 4.0]), negative_slope=0.1)
+    >>> y
+    array([-1.,  0.,  4.])
     """
     x = as_float(x)
     if inplace and not negative_slope > 0:
@@ -151,7 +282,16 @@ def leaky_relu_forward(x: Array, negative_slope: float = 0.01, inplace: bool = F
 
 
 def leaky_relu_backward(dy: Array, cache: LeakyReLUCache) -> Array:
-    """dx = dy where x > 0, negative_slope * dy otherwise (negative_slope at x == 0, as PyTorch)."""
+    """dx = dy where x > 0, negative_slope * dy otherwise (negative_slope at x == 0, as PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import leaky_relu_backward, leaky_relu_forward
+    >>> y, cache = leaky_relu_forward(np.array([-10.0, 0.0, 4.0]), negative_slope=0.1)
+    >>> leaky_relu_backward(np.ones(3), cache)
+    array([0.1, 0.1, 1. ])
+    """
     dy = _grad_like(dy, cache.ref, "leaky_relu")
     f = select_factor(cache.ref > 0, cache.negative_slope, dy.dtype)
     f *= dy
@@ -161,6 +301,17 @@ def leaky_relu_backward(dy: Array, cache: LeakyReLUCache) -> Array:
 # --------------------------------------------------------------------------------------------- PReLU
 @dataclass
 class PReLUCache:
+    """What PReLU's backward needs: the input x (in the weight's dtype) and the slopes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import prelu_forward
+    >>> y, cache = prelu_forward(np.array([[-1.0, 2.0]]), np.array([0.25, 0.5]))
+    >>> cache.x.shape, cache.weight.shape
+    ((1, 2), (2,))
+    """
+
     x: Array  # (..., C), in the weight's dtype
     weight: Array  # (1,) or (C,)
 
@@ -179,6 +330,16 @@ def prelu_forward(x: Array, weight: Array) -> tuple[Array, PReLUCache]:
 
     x: (..., C) channel-last (NHWC or (N, C)); weight: (1,) (one slope shared) or (C,).
     Computes in the weight's dtype. Returns y with x's shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import prelu_forward
+    >>> x = np.array([[-4.0, -4.0], [2.0, 2.0]])  # (N=2, C=2)
+    >>> y, cache = prelu_forward(x, np.array([0.25, 0.5]))  # one slope per channel
+    >>> y
+    array([[-1., -2.],
+           [ 2.,  2.]])
     """
     x = xp.asarray(x)
     _check_prelu(x, weight)
@@ -190,7 +351,21 @@ def prelu_forward(x: Array, weight: Array) -> tuple[Array, PReLUCache]:
 
 
 def prelu_backward(dy: Array, cache: PReLUCache) -> tuple[Array, Array]:
-    """Returns ``(dx, dweight)``: dx = dy where x > 0 else a dy; da_c = sum of x dy over x <= 0 in channel c."""
+    """Returns ``(dx, dweight)``: dx = dy where x > 0 else a dy; da_c = sum of x dy over x <= 0 in channel c.
+
+    dy: x's shape (..., C) -> dx: (..., C), dweight: the weight's shape, (1,) or (C,).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import prelu_backward, prelu_forward
+    >>> x = np.array([[-4.0, -4.0], [2.0, 2.0]])
+    >>> y, cache = prelu_forward(x, np.array([0.25, 0.5]))
+    >>> dx, dweight = prelu_backward(np.ones((2, 2)), cache)
+    >>> dx, dweight
+    (array([[0.25, 0.5 ],
+           [1.  , 1.  ]]), array([-4., -4.]))
+    """
     x, w = cache.x, cache.weight
     dy = _grad_like(dy, x, "prelu")
     dx = select_factor(x > 0, w, x.dtype)
@@ -207,13 +382,33 @@ def prelu_backward(dy: Array, cache: PReLUCache) -> tuple[Array, Array]:
 # ----------------------------------------------------------------------------------------------- ELU
 @dataclass
 class ELUCache:
+    """What ELU's backward needs: the output y (and the input x only when alpha <= 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import elu_forward
+    >>> y, cache = elu_forward(np.array([-1.0, 1.0]))
+    >>> cache.y is y, cache.x, cache.alpha
+    (True, None, 1.0)
+    """
+
     y: Array
     x: Array | None  # only when alpha <= 0; with alpha > 0, y > 0 exactly where x > 0
     alpha: float
 
 
 def elu_forward(x: Array, alpha: float = 1.0) -> tuple[Array, ELUCache]:
-    """Exponential linear unit: y = x for x > 0, alpha (exp(x) - 1) otherwise (PyTorch's ELU). Any shape."""
+    """Exponential linear unit: y = x for x > 0, alpha (exp(x) - 1) otherwise (PyTorch's ELU). Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import elu_forward
+    >>> y, cache = elu_forward(np.array([-50.0, -1.0, 0.0, 2.0]), alpha=1.0)
+    >>> np.round(y, 4)
+    array([-1.    , -0.6321,  0.    ,  2.    ])
+    """
     x = as_float(x)
     y = xp.minimum(x, 0)
     xp.expm1(y, out=y)  # exp(min(x, 0)) - 1, never overflows; 0 for x > 0
@@ -223,7 +418,16 @@ def elu_forward(x: Array, alpha: float = 1.0) -> tuple[Array, ELUCache]:
 
 
 def elu_backward(dy: Array, cache: ELUCache) -> Array:
-    """dx = dy for x > 0, else alpha exp(x) dy = (y + alpha) dy (alpha at x == 0, as PyTorch)."""
+    """dx = dy for x > 0, else alpha exp(x) dy = (y + alpha) dy (alpha at x == 0, as PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import elu_backward, elu_forward
+    >>> y, cache = elu_forward(np.array([-1.0, 0.0, 2.0]), alpha=1.0)
+    >>> np.round(elu_backward(np.ones(3), cache), 4)
+    array([0.3679, 1.    , 1.    ])
+    """
     dy = _grad_like(dy, cache.y, "elu")
     pos = cache.y > 0 if cache.x is None else cache.x > 0
     f = select_factor(pos, cache.y + cache.y.dtype.type(cache.alpha), dy.dtype)
@@ -234,13 +438,33 @@ def elu_backward(dy: Array, cache: ELUCache) -> Array:
 # ------------------------------------------------------------------------------------------ Softplus
 @dataclass
 class SoftplusCache:
+    """What softplus's backward needs: the input x and the parameters beta and threshold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import softplus_forward
+    >>> y, cache = softplus_forward(np.zeros(2), beta=2.0)
+    >>> cache.beta, cache.threshold
+    (2.0, 20.0)
+    """
+
     x: Array
     beta: float
     threshold: float
 
 
 def softplus_forward(x: Array, beta: float = 1.0, threshold: float = 20.0) -> tuple[Array, SoftplusCache]:
-    """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold (PyTorch's formula). Any shape."""
+    """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold (PyTorch's formula). Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import softplus_forward
+    >>> y, cache = softplus_forward(np.array([-1.0, 0.0, 30.0]))
+    >>> np.round(y, 4)
+    array([ 0.3133,  0.6931, 30.    ])
+    """
     if beta == 0:
         raise ValueError("softplus: beta must be non-zero")
     x = as_float(x)
@@ -257,7 +481,16 @@ def softplus_forward(x: Array, beta: float = 1.0, threshold: float = 20.0) -> tu
 
 
 def softplus_backward(dy: Array, cache: SoftplusCache) -> Array:
-    """dy/dx = sigmoid(beta x), and 1 in the linear region beta x > threshold."""
+    """dy/dx = sigmoid(beta x), and 1 in the linear region beta x > threshold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import softplus_backward, softplus_forward
+    >>> y, cache = softplus_forward(np.array([0.0, 30.0]))
+    >>> softplus_backward(np.ones(2), cache)
+    array([0.5, 1. ])
+    """
     x = cache.x
     dy = _grad_like(dy, x, "softplus")
     bx = x * x.dtype.type(cache.beta)
@@ -272,7 +505,16 @@ def softplus_backward(dy: Array, cache: SoftplusCache) -> Array:
 # ------------------------------------------------------------------------------------------- Softmax
 def row_sum(a: Array) -> Array:
     """Sum over the last axis, keeping it: (..., K) -> (..., 1); a matrix-vector product, much faster
-    than ``sum(axis=-1)`` when K is small."""
+    than ``sum(axis=-1)`` when K is small.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import row_sum
+    >>> row_sum(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))
+    array([[ 6.],
+           [15.]])
+    """
     k = a.shape[-1]
     ones = xp.ones(k, dtype=a.dtype)
     return xp.matmul(a.reshape(-1, k), ones).reshape((*a.shape[:-1], 1))  # (M, K) @ (K,) -> (M,)
@@ -284,6 +526,16 @@ def row_shift(x: Array) -> Array | None:
     The softmax is unchanged by any per-row shift. When every |x| <= log(largest float) / 4, exp(x) can
     neither overflow nor approach the subnormal range (so loses no accuracy) and None is returned: no
     shift is needed, which skips the slow row maximum. Otherwise the row maxima, shape (..., 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import row_shift
+    >>> row_shift(np.array([[1.0, 2.0]])) is None
+    True
+    >>> row_shift(np.array([[1000.0, 2.0], [3.0, 4.0]]))
+    array([[1000.],
+           [   4.]])
     """
     if x.size == 0:
         return None
@@ -295,11 +547,31 @@ def row_shift(x: Array) -> Array | None:
 
 @dataclass
 class SoftmaxCache:
+    """What softmax's backward needs: the probabilities y, (..., K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import softmax_forward
+    >>> y, cache = softmax_forward(np.zeros((2, 3)))
+    >>> cache.y is y
+    True
+    """
+
     y: Array  # the probabilities, (..., K)
 
 
 def softmax(x: Array) -> Array:
-    """Softmax over the last axis (eq. 15.7), stabilised by subtracting the row maximum when needed."""
+    """Softmax over the last axis (eq. 15.7), stabilised by subtracting the row maximum when needed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import softmax
+    >>> np.round(softmax(np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, 1000.0]])), 4)
+    array([[0.09  , 0.2447, 0.6652],
+           [0.3333, 0.3333, 0.3333]])
+    """
     x = as_float(x)
     if x.ndim == 0:
         raise ShapeError("softmax: needs at least one axis, got a 0-d array")
@@ -313,13 +585,33 @@ def softmax_forward(x: Array) -> tuple[Array, SoftmaxCache]:
     """x_i^{l+1} = exp(x_i) / sum_j exp(x_j) over the last axis (eq. 15.7; seed 004 §1.3.4).
 
     Shape (..., K) -> (..., K); rows sum to 1. Finite for any finite input (see :func:`row_shift`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import softmax_forward
+    >>> y, cache = softmax_forward(np.log(np.array([[1.0, 3.0], [2.0, 2.0]])))
+    >>> np.round(y, 4)
+    array([[0.25, 0.75],
+           [0.5 , 0.5 ]])
+    >>> np.round(y.sum(axis=-1), 4)
+    array([1., 1.])
     """
     y = softmax(x)
     return y, SoftmaxCache(y)
 
 
 def softmax_backward(dy: Array, cache: SoftmaxCache) -> Array:
-    """Jacobian-vector product: dx = y * (dy - sum_k dy_k y_k), row by row over the last axis."""
+    """Jacobian-vector product: dx = y * (dy - sum_k dy_k y_k), row by row over the last axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import softmax_backward, softmax_forward
+    >>> y, cache = softmax_forward(np.log(np.array([[1.0, 3.0]])))
+    >>> np.round(softmax_backward(np.array([[1.0, 0.0]]), cache), 4)
+    array([[ 0.1875, -0.1875]])
+    """
     y = cache.y
     dy = _grad_like(dy, y, "softmax")
     dx = dy * y
@@ -331,12 +623,32 @@ def softmax_backward(dy: Array, cache: SoftmaxCache) -> Array:
 
 @dataclass
 class LogSoftmaxCache:
+    """What log-softmax's backward needs: the log-probabilities y, (..., K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import log_softmax_forward
+    >>> y, cache = log_softmax_forward(np.zeros((1, 2)))
+    >>> cache.y is y
+    True
+    """
+
     y: Array  # log-probabilities, (..., K)
 
 
 def log_softmax_forward(x: Array) -> tuple[Array, LogSoftmaxCache]:
     """y = log softmax(x) = x - log sum_k exp(x_k) over the last axis, with the row maximum subtracted
-    first when needed (see :func:`row_shift`). Shape (..., K)."""
+    first when needed (see :func:`row_shift`). Shape (..., K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import log_softmax_forward
+    >>> y, cache = log_softmax_forward(np.log(np.array([[1.0, 3.0]])))
+    >>> np.round(np.exp(y), 4)
+    array([[0.25, 0.75]])
+    """
     x = as_float(x)
     if x.ndim == 0:
         raise ShapeError("log_softmax: needs at least one axis, got a 0-d array")
@@ -352,7 +664,16 @@ def log_softmax_forward(x: Array) -> tuple[Array, LogSoftmaxCache]:
 
 
 def log_softmax_backward(dy: Array, cache: LogSoftmaxCache) -> Array:
-    """dx = dy - softmax(x) * sum_k dy_k, with softmax(x) = exp(y)."""
+    """dx = dy - softmax(x) * sum_k dy_k, with softmax(x) = exp(y).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import log_softmax_backward, log_softmax_forward
+    >>> y, cache = log_softmax_forward(np.log(np.array([[1.0, 3.0]])))
+    >>> np.round(log_softmax_backward(np.array([[1.0, 0.0]]), cache), 4)
+    array([[ 0.75, -0.75]])
+    """
     y = cache.y
     dy = _grad_like(dy, y, "log_softmax")
     p = xp.exp(y)

@@ -29,7 +29,17 @@ EVAL_CHUNK_BYTES = 16 * 2**20
 
 @dataclass
 class ConvCache:
-    """What conv2d's backward needs: the rows phi(x) (or x itself when chunked), the weight, geometry."""
+    """What conv2d's backward needs: the rows phi(x) (or x itself when chunked), the weight, geometry.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.conv import conv2d_forward
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float32)
+    >>> y, cache = conv2d_forward(A[None, :, :, None], np.ones((2, 2, 1, 1), np.float32))
+    >>> cache.rows.shape, cache.win.out  # phi(A): 6 windows x (2*2*1) entries
+    ((6, 4), (2, 3))
+    """
 
     rows: Array | None  # (M, kh*kw*C_in), M = N*H_out*W_out; None when the forward ran in chunks
     x: Array | None  # the input, kept only when chunked (the backward rebuilds phi(x) chunk by chunk)
@@ -134,6 +144,18 @@ def conv2d_forward(
     of images (identical results; the backward then rebuilds phi(x) per chunk instead of keeping it).
     ``workspace`` (optional) provides reusable memory for phi(x); the cache refers to it, so the same
     workspace must not be used by another forward before this one's backward.
+
+    Examples
+    --------
+    The seed's example (fig. 15.3, eq. 15.19): a 3 x 4 image convolved with a 2 x 2 kernel of ones.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.conv import conv2d_forward
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float32)
+    >>> y, cache = conv2d_forward(A[None, :, :, None], np.ones((2, 2, 1, 1), np.float32))
+    >>> y[0, :, :, 0]
+    array([[12., 16., 11.],
+           [24., 28., 17.]], dtype=float32)
     """
     _check_conv_args(x, weight, bias, groups, "conv2d")
     kh, kw, cg, c_out = weight.shape
@@ -185,6 +207,23 @@ def conv2d_backward(
     dy: (N, H_out, W_out, C_out). dweight = phi(x)^T dY (eq. 15.38); dx = row2im(dY F^T) (eq. 15.49);
     dbias = dY summed over N, H_out, W_out (None without bias). ``need_dx=False`` skips dx (first layer).
     ``workspace`` (optional, not the forward's) provides reusable memory for dY F^T.
+
+    Examples
+    --------
+    With dL/dy all ones (fig. 15.5), dx counts the windows that cover each pixel and dF sums each kernel tap's inputs.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.conv import conv2d_backward, conv2d_forward
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float32)
+    >>> y, cache = conv2d_forward(A[None, :, :, None], np.ones((2, 2, 1, 1), np.float32))
+    >>> dx, dweight, dbias = conv2d_backward(np.ones_like(y), cache)
+    >>> dx[0, :, :, 0]
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]], dtype=float32)
+    >>> dweight[:, :, 0, 0]
+    array([[21., 18.],
+           [39., 30.]], dtype=float32)
     """
     w = cache.weight
     kh, kw, cg, c_out = w.shape
@@ -218,7 +257,16 @@ def conv2d_backward(
 
 @dataclass
 class ConvTransposeCache:
-    """What conv_transpose2d's backward needs."""
+    """What conv_transpose2d's backward needs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.conv import conv_transpose2d_forward
+    >>> y, cache = conv_transpose2d_forward(np.ones((1, 2, 2, 3), np.float32), np.ones((2, 2, 3, 4), np.float32), stride=2)
+    >>> cache.y_shape, cache.win.out  # the output, and the adjoint conv2d's output (= this input)
+    ((1, 4, 4, 4), (2, 2))
+    """
 
     x: Array  # (N, H, W, C_in)
     weight: Array  # (kh, kw, C_in, C_out)
@@ -228,7 +276,14 @@ class ConvTransposeCache:
 
 
 def conv_transpose_out_size(size: int, k: int, stride: int, padding: int, output_padding: int, dilation: int) -> int:
-    """H_out = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1 (PyTorch's formula)."""
+    """H_out = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1 (PyTorch's formula).
+
+    Examples
+    --------
+    >>> from cnnkit.ops.conv import conv_transpose_out_size
+    >>> conv_transpose_out_size(55, 11, 4, 0, 0, 1)  # undoes AlexNet's conv1 geometry, 227 -> 55
+    227
+    """
     return (size - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
 
 
@@ -247,6 +302,20 @@ def conv_transpose2d_forward(
     this maps x (N, H, W, C_in) to y (N, H_out, W_out, C_out) by y = row2im(x W'^T), where
     W' = weight.transpose(0, 1, 3, 2). weight: (kh, kw, C_in, C_out), PyTorch's (C_in, C_out, kh, kw)
     moved to the seed's order. H_out = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1.
+
+    Examples
+    --------
+    A 2 x 2 kernel of ones at stride 2 copies each input pixel into a 2 x 2 block (H_out = (2-1)*2 + 2 = 4).
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.conv import conv_transpose2d_forward
+    >>> x = np.array([[1, 2], [3, 4]], np.float32).reshape(1, 2, 2, 1)
+    >>> y, cache = conv_transpose2d_forward(x, np.ones((2, 2, 1, 1), np.float32), stride=2)
+    >>> y[0, :, :, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]], dtype=float32)
     """
     check_rank(x.shape, 4, "conv_transpose2d")
     if weight.ndim != 4 or weight.shape[2] != x.shape[3]:
@@ -283,7 +352,24 @@ def conv_transpose2d_forward(
 
 
 def conv_transpose2d_backward(dy: Array, cache: ConvTransposeCache) -> tuple[Array, Array, Array | None]:
-    """Gradients of conv_transpose2d: ``(dx, dweight, dbias)``; dx is a plain conv2d of dy (the adjoint's adjoint)."""
+    """Gradients of conv_transpose2d: ``(dx, dweight, dbias)``; dx is a plain conv2d of dy (the adjoint's adjoint).
+
+    dy: (N, H_out, W_out, C_out) -> dx: (N, H, W, C_in), dweight: (kh, kw, C_in, C_out), dbias: (C_out,) or None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.conv import conv_transpose2d_backward, conv_transpose2d_forward
+    >>> x = np.array([[1, 2], [3, 4]], np.float32).reshape(1, 2, 2, 1)
+    >>> y, cache = conv_transpose2d_forward(x, np.ones((2, 2, 1, 1), np.float32), stride=2)
+    >>> dx, dweight, dbias = conv_transpose2d_backward(np.ones_like(y), cache)
+    >>> dx[0, :, :, 0]
+    array([[4., 4.],
+           [4., 4.]], dtype=float32)
+    >>> dweight[:, :, 0, 0]
+    array([[10., 10.],
+           [10., 10.]], dtype=float32)
+    """
     if tuple(dy.shape) != cache.y_shape:
         raise ShapeError(f"conv_transpose2d backward: dy has shape {tuple(dy.shape)}, expected {cache.y_shape}")
     w = cache.weight

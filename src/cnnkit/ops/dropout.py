@@ -26,7 +26,16 @@ from cnnkit.errors import ShapeError, StateError
 
 @dataclass
 class DropoutCache:
-    """The kept entries (None when the forward was the identity) and the scale 1/(1-p)."""
+    """The kept entries (None when the forward was the identity) and the scale 1/(1-p).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.dropout import dropout_forward
+    >>> y, cache = dropout_forward(np.ones((2, 3)), 0.5, True, np.random.default_rng(0))
+    >>> cache.keep.dtype, cache.scale, cache.shape
+    (dtype('bool'), 2.0, (2, 3))
+    """
 
     keep: Array | None  # bool, x's shape
     scale: float
@@ -35,7 +44,18 @@ class DropoutCache:
 
 
 def check_p(p: float) -> float:
-    """Validate a dropout probability (PyTorch's rule: 0 <= p <= 1)."""
+    """Validate a dropout probability (PyTorch's rule: 0 <= p <= 1).
+
+    Examples
+    --------
+    >>> from cnnkit.ops.dropout import check_p
+    >>> check_p(0.5)
+    0.5
+    >>> check_p(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: dropout probability has to be between 0 and 1, got 1.5
+    """
     p = float(p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, got {p}")
@@ -47,6 +67,19 @@ def dropout_forward(x: Array, p: float, train: bool, rng: np.random.Generator) -
 
     Identity (y is x itself, not a copy) when ``train`` is False or p = 0; all zeros when p = 1.
     ``rng`` is the only source of randomness.
+
+    Examples
+    --------
+    Kept entries are scaled by 1/(1-p) = 2, so the mean stays near 1; evaluation returns x itself.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.dropout import dropout_forward
+    >>> x = np.ones((100, 100), np.float32)
+    >>> y, cache = dropout_forward(x, 0.5, True, np.random.default_rng(0))
+    >>> np.unique(y), round(float(y.mean()), 1)
+    (array([0., 2.], dtype=float32), 1.0)
+    >>> dropout_forward(x, 0.5, False, np.random.default_rng(0))[0] is x
+    True
     """
     p = check_p(p)
     dtype = x.dtype if xp.issubdtype(x.dtype, xp.floating) else default_float()
@@ -64,7 +97,17 @@ def dropout_forward(x: Array, p: float, train: bool, rng: np.random.Generator) -
 
 
 def dropout_backward(dy: Array, cache: DropoutCache) -> Array:
-    """dx = dy * mask / (1 - p), the same mask as the forward; dy passes through for the identity."""
+    """dx = dy * mask / (1 - p), the same mask as the forward; dy passes through for the identity.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.dropout import dropout_backward, dropout_forward
+    >>> y, cache = dropout_forward(np.ones(1000), 0.25, True, np.random.default_rng(0))
+    >>> dx = dropout_backward(np.ones(1000), cache)
+    >>> bool(np.array_equal(dx, y)), np.unique(np.round(dx, 4))  # same mask and scale 1/(1-p)
+    (True, array([0.    , 1.3333]))
+    """
     if cache is None:
         raise StateError("dropout backward called before forward")
     if tuple(dy.shape) != cache.shape:

@@ -21,7 +21,14 @@ Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
 
 def pair(value: IntPair, name: str) -> tuple[int, int]:
-    """Normalise an int or a 2-sequence of ints to ``(h, w)``."""
+    """Normalise an int or a 2-sequence of ints to ``(h, w)``.
+
+    Examples
+    --------
+    >>> from cnnkit.ops.geometry import pair
+    >>> pair(3, "stride"), pair([2, 1], "stride")
+    ((3, 3), (2, 1))
+    """
     if isinstance(value, bool):  # an int to Python, but not a size
         raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
@@ -38,7 +45,18 @@ def pair(value: IntPair, name: str) -> tuple[int, int]:
 
 
 def positive_pair(value: IntPair, name: str) -> tuple[int, int]:
-    """Like :func:`pair` but every entry must be >= 1."""
+    """Like :func:`pair` but every entry must be >= 1.
+
+    Examples
+    --------
+    >>> from cnnkit.ops.geometry import positive_pair
+    >>> positive_pair((1, 2), "stride")
+    (1, 2)
+    >>> positive_pair(0, "stride")
+    Traceback (most recent call last):
+    ...
+    cnnkit.errors.ShapeError: stride must be >= 1, got 0
+    """
     out = pair(value, name)
     if min(out) < 1:
         raise ShapeError(f"{name} must be >= 1, got {value!r}")
@@ -50,6 +68,13 @@ class Window:
     """Geometry of a sliding window over an H x W input.
 
     ``pads`` is ``(top, bottom, left, right)``; ``out`` is ``(H_out, W_out)``.
+
+    Examples
+    --------
+    >>> from cnnkit.ops.geometry import window
+    >>> win = window((7, 7), 3, stride=2, dilation=2)
+    >>> win.out, win.effective_kernel, win.pads
+    ((2, 2), (5, 5), (0, 0, 0, 0))
     """
 
     in_hw: tuple[int, int]
@@ -85,6 +110,16 @@ def resolve_padding(
     the output is ``ceil(H/stride)`` and the total padding ``max((H_out-1)*stride + k_eff - H, 0)``
     is split with the odd pixel after; at stride 1 that is the seed's floor((k-1)/2) before and
     floor(k/2) after.
+
+    Examples
+    --------
+    "same" at stride 1 pads floor((k-1)/2) before and floor(k/2) after (seed 000 §15.5.1):
+
+    >>> from cnnkit.ops.geometry import resolve_padding
+    >>> resolve_padding("same", (9, 8), (4, 5), (1, 1), (1, 1))
+    (1, 2, 2, 2)
+    >>> resolve_padding(((0, 1), (2, 3)), (9, 8), (3, 3), (1, 1), (1, 1))
+    (0, 1, 2, 3)
     """
     if isinstance(padding, str):
         mode = padding.lower()
@@ -122,7 +157,16 @@ def resolve_padding(
 
 
 def out_size(size: int, k: int, stride: int, dilation: int, before: int, after: int, ceil_mode: bool = False) -> int:
-    """One spatial output size; may be <= 0 for impossible geometry (callers raise)."""
+    """One spatial output size; may be <= 0 for impossible geometry (callers raise).
+
+    Examples
+    --------
+    >>> from cnnkit.ops.geometry import out_size
+    >>> out_size(227, 11, 4, 1, 0, 0)  # seed 002, AlexNet: (227 - 11)/4 + 1
+    55
+    >>> out_size(5, 2, 2, 1, 0, 0), out_size(5, 2, 2, 1, 0, 0, ceil_mode=True)
+    (2, 3)
+    """
     span = size + before + after - dilation * (k - 1) - 1
     if span < 0:
         return 0
@@ -144,7 +188,18 @@ def window(
     ceil_mode: bool = False,
     what: str = "window",
 ) -> Window:
-    """Resolve and validate the geometry of a sliding window; raise :class:`ShapeError` if impossible."""
+    """Resolve and validate the geometry of a sliding window; raise :class:`ShapeError` if impossible.
+
+    Examples
+    --------
+    >>> from cnnkit.ops.geometry import window
+    >>> window((32, 32), 5, stride=1, padding=2).out  # seed 002: P = (F-1)/2 keeps 32 x 32
+    (32, 32)
+    >>> window((2, 2), 3)
+    Traceback (most recent call last):
+    ...
+    cnnkit.errors.ShapeError: window: kernel 3x3 (dilation 1x1, extent 3x3) does not fit the input 2x2 ...
+    """
     kernel = positive_pair(kernel_size, "kernel_size")
     strides = positive_pair(stride, "stride")
     dil = positive_pair(dilation, "dilation")
@@ -166,6 +221,16 @@ def window(
 
 
 def check_rank(x_shape: tuple[int, ...], rank: int, what: str, layout: str = "(N, H, W, C)") -> None:
-    """Raise :class:`ShapeError` unless ``len(x_shape) == rank``."""
+    """Raise :class:`ShapeError` unless ``len(x_shape) == rank``.
+
+    Examples
+    --------
+    >>> from cnnkit.ops.geometry import check_rank
+    >>> check_rank((2, 8, 8, 3), 4, "conv2d")
+    >>> check_rank((8, 8), 4, "conv2d")
+    Traceback (most recent call last):
+    ...
+    cnnkit.errors.ShapeError: conv2d: expected a rank-4 array (N, H, W, C), got shape (8, 8)
+    """
     if len(x_shape) != rank:
         raise ShapeError(f"{what}: expected a rank-{rank} array {layout}, got shape {tuple(x_shape)}")

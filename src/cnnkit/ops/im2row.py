@@ -24,7 +24,18 @@ from cnnkit.ops.geometry import IntPair, Padding, Window, check_rank, window
 
 
 def pad_nhwc(x: Array, pads: tuple[int, int, int, int], value: float = 0.0) -> Array:
-    """Pad the two spatial axes of an NHWC array by ``(top, bottom, left, right)``."""
+    """Pad the two spatial axes of an NHWC array by ``(top, bottom, left, right)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.im2row import pad_nhwc
+    >>> x = np.ones((1, 2, 2, 1))
+    >>> pad_nhwc(x, (1, 0, 0, 1))[0, :, :, 0]
+    array([[0., 0., 0.],
+           [1., 1., 0.],
+           [1., 1., 0.]])
+    """
     t, b, l, r = pads
     if t == b == l == r == 0:
         return x
@@ -32,7 +43,21 @@ def pad_nhwc(x: Array, pads: tuple[int, int, int, int], value: float = 0.0) -> A
 
 
 def windows_view(xp_padded: Array, win: Window) -> Array:
-    """A read-only strided view (N, H_out, W_out, kh, kw, C) of every window of a padded input."""
+    """A read-only strided view (N, H_out, W_out, kh, kw, C) of every window of a padded input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.geometry import window
+    >>> from cnnkit.ops.im2row import windows_view
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]]).reshape(1, 3, 4, 1)
+    >>> view = windows_view(A, window((3, 4), 2))
+    >>> view.shape
+    (1, 2, 3, 2, 2, 1)
+    >>> view[0, 1, 1, :, :, 0]  # the window at output (1, 1)
+    array([[5, 6],
+           [8, 9]])
+    """
     n, _, _, c = xp_padded.shape
     s_n, s_h, s_w, s_c = xp_padded.strides
     (sh, sw), (dh, dw) = win.stride, win.dilation
@@ -54,6 +79,25 @@ def im2row(
 
     x: (N, H, W, C). Returns ``(rows, window)`` with rows shaped (N*H_out*W_out, kh*kw*C) and the
     resolved :class:`Window` geometry (needed by :func:`row2im`).
+
+    Examples
+    --------
+    The seed's A with a 2 x 2 kernel: the rows hold the same windows as B^T = im2col(A, [2 2])^T (§15.5.3),
+    listed row-major (NHWC) instead of column-major.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.im2row import im2row
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]]).reshape(1, 3, 4, 1)
+    >>> rows, win = im2row(A, 2)
+    >>> win.out
+    (2, 3)
+    >>> rows
+    array([[1, 2, 4, 5],
+           [2, 3, 5, 6],
+           [3, 1, 6, 1],
+           [4, 5, 7, 8],
+           [5, 6, 8, 9],
+           [6, 1, 9, 1]])
     """
     check_rank(x.shape, 4, what)
     win = window((x.shape[1], x.shape[2]), kernel_size, stride, padding, dilation, what=what)
@@ -69,6 +113,18 @@ def row2im(rows: Array, x_shape: tuple[int, int, int, int], win: Window, use_jit
     rows: (N*H_out*W_out, kh*kw*C) or already shaped (N, H_out, W_out, kh, kw, C).
     Entries that came from padding are dropped. ``use_jit=False`` forces the NumPy scatter even when the
     compiled kernel (numba) is available.
+
+    Examples
+    --------
+    Scattering all-ones rows back counts how many windows use each pixel (fig. 15.5: the 5 is in four).
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.im2row import im2row, row2im
+    >>> rows, win = im2row(np.zeros((1, 3, 4, 1)), 2)
+    >>> row2im(np.ones_like(rows), (1, 3, 4, 1), win)[0, :, :, 0]
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
     """
     n, h, w, c = x_shape
     (ho, wo), (kh, kw) = win.out, win.kernel

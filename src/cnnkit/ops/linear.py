@@ -25,7 +25,17 @@ from cnnkit.errors import ShapeError, StateError
 
 @dataclass
 class LinearCache:
-    """What linear's backward needs (x is referenced, not copied)."""
+    """What linear's backward needs (x is referenced, not copied).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.linear import linear_forward
+    >>> x = np.ones((2, 3), np.float32)
+    >>> y, cache = linear_forward(x, np.ones((3, 4), np.float32))
+    >>> cache.x is x, cache.weight.shape, cache.has_bias
+    (True, (3, 4), False)
+    """
 
     x: Array  # (N, in_features), compute dtype
     weight: Array  # (in_features, out_features)
@@ -54,6 +64,15 @@ def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> tuple[
     """y = x W + b. x: (N, in_features); weight: (in_features, out_features); bias: (out_features,) or None.
 
     Returns y (N, out_features) in the weight's dtype, and the cache for :func:`linear_backward`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.linear import linear_forward
+    >>> W = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])  # (in=2, out=3)
+    >>> y, cache = linear_forward(np.array([[1.0, 2.0]]), W, np.array([0.0, 0.0, 10.0]))
+    >>> y
+    array([[ 1.,  2., 13.]])
     """
     _check_linear_args(x, weight, bias)
     x = x.astype(weight.dtype, copy=False)
@@ -69,6 +88,19 @@ def linear_backward(
     """Gradients ``(dx, dweight, dbias)``: dx = dy W^T (N, in), dW = x^T dy (in, out), db = sum_n dy (out,).
 
     ``need_dx=False`` skips dx (returns None); dbias is None without a bias.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.linear import linear_backward, linear_forward
+    >>> W = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    >>> y, cache = linear_forward(np.array([[1.0, 2.0]]), W, np.zeros(3))
+    >>> dx, dweight, dbias = linear_backward(np.ones((1, 3)), cache)
+    >>> dx, dbias
+    (array([[2., 2.]]), array([1., 1., 1.]))
+    >>> dweight
+    array([[1., 1., 1.],
+           [2., 2., 2.]])
     """
     if cache is None:
         raise StateError("linear backward called before forward")
@@ -104,6 +136,18 @@ def fc_to_conv(
     ``layout`` says how the FC input was flattened: "NHWC" (cnnkit's Flatten, index (h*W + w)*C + c:
     a plain reshape) or "NCHW" (PyTorch's flatten, index (c*H + h)*W + w, e.g. a torchvision
     classifier; transpose PyTorch's (out, in) weight to (in, out) first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.conv import conv2d_forward
+    >>> from cnnkit.ops.linear import fc_to_conv, linear_forward
+    >>> rng = np.random.default_rng(0)
+    >>> x, W, b = rng.standard_normal((2, 3, 3, 4)), rng.standard_normal((36, 5)), rng.standard_normal(5)
+    >>> kernel, bias = fc_to_conv(W, b, (3, 3, 4))
+    >>> y_conv, _ = conv2d_forward(x, kernel, bias)  # (2, 1, 1, 5)
+    >>> bool(np.allclose(y_conv[:, 0, 0], linear_forward(x.reshape(2, -1), W, b)[0]))
+    True
     """
     h, w, c = _in_shape(in_shape)
     if weight.ndim != 2 or weight.shape[0] != h * w * c:
@@ -128,6 +172,16 @@ def conv_to_fc(weight: Array, bias: Array | None, layout: str = "NHWC") -> tuple
     """Inverse of :func:`fc_to_conv`: kernel (H, W, C, out) -> FC weight (H*W*C, out), bias copied.
 
     Exact for a convolution whose kernel covers its whole (unpadded) input, which then has a 1 x 1 output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.linear import conv_to_fc, fc_to_conv
+    >>> W = np.arange(24.0).reshape(12, 2)
+    >>> kernel, _ = fc_to_conv(W, None, (2, 3, 2), layout="NCHW")
+    >>> fc, bias = conv_to_fc(kernel, None, layout="NCHW")
+    >>> kernel.shape, bool(np.array_equal(fc, W)), bias
+    ((2, 3, 2, 2), True, None)
     """
     if weight.ndim != 4:
         raise ShapeError(f"conv_to_fc: weight must be a kernel (H, W, C, out), got shape {tuple(weight.shape)}")

@@ -26,7 +26,16 @@ from cnnkit.ops.im2row import im2row, row2im
 
 @dataclass
 class LocalCache:
-    """What locally_connected2d's backward needs."""
+    """What locally_connected2d's backward needs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.local import locally_connected2d_forward
+    >>> y, cache = locally_connected2d_forward(np.ones((2, 3, 4, 1)), np.ones((2, 3, 2, 2, 1, 5)))
+    >>> cache.rows.shape  # (N, P = H_out*W_out, K = kh*kw*C_in)
+    (2, 6, 4)
+    """
 
     rows: Array  # (N, P, K): im2row rows grouped by position, K = kh*kw*C_in
     weight: Array  # (H_out, W_out, kh, kw, C_in, C_out)
@@ -48,6 +57,21 @@ def locally_connected2d_forward(
 
     The geometry (stride, padding incl. "same", dilation) is conv2d's; (H_out, W_out) it produces must
     equal weight.shape[:2].
+
+    Examples
+    --------
+    With every position's kernel all ones it is the seed's convolution (eq. 15.19); then the kernel at
+    position (0, 0) alone is doubled.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.local import locally_connected2d_forward
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float64).reshape(1, 3, 4, 1)
+    >>> weight = np.ones((2, 3, 2, 2, 1, 1))  # (H_out, W_out, kh, kw, C_in, C_out)
+    >>> weight[0, 0] *= 2
+    >>> y, cache = locally_connected2d_forward(A, weight)
+    >>> y[0, :, :, 0]
+    array([[24., 16., 11.],
+           [24., 28., 17.]])
     """
     check_rank(x.shape, 4, "locally_connected2d")
     if weight.ndim != 6:
@@ -84,7 +108,24 @@ def locally_connected2d_forward(
 def locally_connected2d_backward(
     dy: Array, cache: LocalCache, need_dx: bool = True
 ) -> tuple[Array | None, Array, Array | None]:
-    """Gradients ``(dx, dweight, dbias)``: dF_p = phi_p^T dY_p, dX = row2im(dY_p F_p^T), db_p = sum_n dY_p."""
+    """Gradients ``(dx, dweight, dbias)``: dF_p = phi_p^T dY_p, dX = row2im(dY_p F_p^T), db_p = sum_n dY_p.
+
+    dy: (N, H_out, W_out, C_out) -> dx: (N, H, W, C_in) (None when ``need_dx=False``), dweight:
+    (H_out, W_out, kh, kw, C_in, C_out), dbias: (H_out, W_out, C_out) or None (eqs. 15.38 and 15.49 per position).
+
+    Examples
+    --------
+    Each position's kernel gradient is its own window of the input (with dL/dy = 1).
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.local import locally_connected2d_backward, locally_connected2d_forward
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float64).reshape(1, 3, 4, 1)
+    >>> y, cache = locally_connected2d_forward(A, np.ones((2, 3, 2, 2, 1, 1)), np.zeros((2, 3, 1)))
+    >>> dx, dweight, dbias = locally_connected2d_backward(np.ones_like(y), cache)
+    >>> dweight[1, 1, :, :, 0, 0]  # position (1, 1)
+    array([[5., 6.],
+           [8., 9.]])
+    """
     if cache is None:
         raise StateError("locally_connected2d backward called before forward")
     w = cache.weight

@@ -54,7 +54,16 @@ def _same_shape(prediction: Array, target: Array, what: str) -> tuple[Array, Arr
 # ------------------------------------------------------------------------------------ regression
 @dataclass
 class DiffCache:
-    """The residual x - t and the constant the gradient is scaled by."""
+    """The residual x - t and the constant the gradient is scaled by.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import mse_forward
+    >>> value, cache = mse_forward(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]]))
+    >>> cache.diff, cache.scale  # scale 2 / numel
+    (array([[1., 2.]]), 1.0)
+    """
 
     diff: Array
     scale: float
@@ -64,6 +73,16 @@ def l2_loss_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]
     """z = 1/2 ||t - x||^2 for each example (eq. 15.6), averaged over the batch (axis 0).
 
     prediction, target: (N, ...). Value = sum((x - t)^2) / (2 N).
+
+    Examples
+    --------
+    Eq. 15.6 for two examples: 1/2 ||(3, 4)||^2 = 12.5 and 0, averaged.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import l2_loss_forward
+    >>> value, cache = l2_loss_forward(np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([[0.0, 0.0], [1.0, 1.0]]))
+    >>> value
+    6.25
     """
     p, t = _same_shape(prediction, target, "l2_loss")
     diff = p - t
@@ -73,7 +92,17 @@ def l2_loss_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]
 
 
 def l2_loss_backward(cache: DiffCache) -> Array:
-    """d/dx of the batch mean of eq. 15.6: (x - t) / N."""
+    """d/dx of the batch mean of eq. 15.6: (x - t) / N.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import l2_loss_backward, l2_loss_forward
+    >>> value, cache = l2_loss_forward(np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([[0.0, 0.0], [1.0, 1.0]]))
+    >>> l2_loss_backward(cache)  # (x - t) / N
+    array([[1.5, 2. ],
+           [0. , 0. ]])
+    """
     return cache.diff * cache.diff.dtype.type(cache.scale)
 
 
@@ -81,6 +110,14 @@ def mse_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]:
     """Mean squared error over all elements (= the batch mean of each example's mean); seed 003 §2.5.1.
 
     prediction, target: any equal shapes with a batch axis first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import mse_forward
+    >>> value, cache = mse_forward(np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([[0.0, 0.0], [1.0, 1.0]]))
+    >>> value  # (9 + 16 + 0 + 0) / 4
+    6.25
     """
     p, t = _same_shape(prediction, target, "mse")
     diff = p - t
@@ -89,12 +126,31 @@ def mse_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]:
 
 
 def mse_backward(cache: DiffCache) -> Array:
-    """2 (x - t) / numel."""
+    """2 (x - t) / numel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import mse_backward, mse_forward
+    >>> value, cache = mse_forward(np.array([[3.0, 4.0], [1.0, 1.0]]), np.array([[0.0, 0.0], [1.0, 1.0]]))
+    >>> mse_backward(cache)  # 2 (x - t) / 4
+    array([[1.5, 2. ],
+           [0. , 0. ]])
+    """
     return cache.diff * cache.diff.dtype.type(cache.scale)
 
 
 def l1_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]:
-    """Mean absolute error (the L1 loss averaged over all elements, PyTorch's L1Loss; seed 003 §2.5)."""
+    """Mean absolute error (the L1 loss averaged over all elements, PyTorch's L1Loss; seed 003 §2.5).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import l1_forward
+    >>> value, cache = l1_forward(np.array([[3.0, -4.0], [1.0, 1.0]]), np.zeros((2, 2)))
+    >>> value  # (3 + 4 + 1 + 1) / 4
+    2.25
+    """
     p, t = _same_shape(prediction, target, "l1")
     diff = p - t
     value = float(xp.abs(diff).mean())
@@ -102,7 +158,17 @@ def l1_forward(prediction: Array, target: Array) -> tuple[float, DiffCache]:
 
 
 def l1_backward(cache: DiffCache) -> Array:
-    """sign(x - t) / numel (0 where x == t, as in PyTorch)."""
+    """sign(x - t) / numel (0 where x == t, as in PyTorch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import l1_backward, l1_forward
+    >>> value, cache = l1_forward(np.array([[3.0, -4.0], [0.0, 1.0]]), np.zeros((2, 2)))
+    >>> l1_backward(cache)  # sign(x - t) / 4, 0 where x == t
+    array([[ 0.25, -0.25],
+           [ 0.  ,  0.25]])
+    """
     g = xp.sign(cache.diff)
     g *= cache.scale
     return g
@@ -110,6 +176,17 @@ def l1_backward(cache: DiffCache) -> Array:
 
 @dataclass
 class MSLECache:
+    """What MSLE's backward needs: the log residual log(1 + x) - log(1 + t) and the prediction x.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import msle_forward
+    >>> value, cache = msle_forward(np.array([[np.e - 1]]), np.array([[0.0]]))
+    >>> np.round(cache.diff, 4), cache.prediction.shape
+    (array([[1.]]), (1, 1))
+    """
+
     diff: Array  # log1p(x) - log1p(t)
     prediction: Array
 
@@ -119,6 +196,18 @@ def msle_forward(prediction: Array, target: Array) -> tuple[float, MSLECache]:
 
     Both prediction and target must be > -1 (ValueError otherwise); Keras' definition without its
     clipping of negative values to epsilon.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import msle_forward
+    >>> value, cache = msle_forward(np.array([[np.e - 1, 0.0]]), np.array([[0.0, 0.0]]))
+    >>> round(value, 4)  # ((1 - 0)^2 + 0) / 2
+    0.5
+    >>> msle_forward(np.array([[-2.0]]), np.array([[0.0]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: msle: every prediction value must be > -1 (log(1 + value) is taken); got min -2.0
     """
     p, t = _same_shape(prediction, target, "msle")
     for name, a in (("prediction", p), ("target", t)):
@@ -130,7 +219,16 @@ def msle_forward(prediction: Array, target: Array) -> tuple[float, MSLECache]:
 
 
 def msle_backward(cache: MSLECache) -> Array:
-    """2 (log(1 + x) - log(1 + t)) / ((1 + x) numel)."""
+    """2 (log(1 + x) - log(1 + t)) / ((1 + x) numel).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import msle_backward, msle_forward
+    >>> value, cache = msle_forward(np.array([[1.0, 0.0]]), np.array([[0.0, 0.0]]))
+    >>> np.round(msle_backward(cache), 4)  # 2 log(2) / (2 * 2), 0
+    array([[0.3466, 0.    ]])
+    """
     g = cache.diff * (2.0 / cache.diff.size)
     g /= 1 + cache.prediction
     return g
@@ -138,12 +236,32 @@ def msle_backward(cache: MSLECache) -> Array:
 
 @dataclass
 class MAPECache:
+    """What MAPE's backward needs: the residual x - t and the denominators max(|t|, eps).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import mape_forward
+    >>> value, cache = mape_forward(np.array([[1.0, 1.0]]), np.array([[2.0, -4.0]]))
+    >>> cache.diff, cache.denom
+    (array([[-1.,  5.]]), array([[2., 4.]]))
+    """
+
     diff: Array  # x - t
     denom: Array  # max(|t|, eps)
 
 
 def mape_forward(prediction: Array, target: Array, eps: float = MAPE_EPSILON) -> tuple[float, MAPECache]:
-    """Mean absolute percentage error: 100 * mean of |t - x| / max(|t|, eps) (Keras' definition; seed 003 §2.5)."""
+    """Mean absolute percentage error: 100 * mean of |t - x| / max(|t|, eps) (Keras' definition; seed 003 §2.5).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import mape_forward
+    >>> value, cache = mape_forward(np.array([[90.0, 330.0]]), np.array([[100.0, 300.0]]))
+    >>> round(value, 4)  # 100 * (10/100 + 30/300) / 2
+    10.0
+    """
     p, t = _same_shape(prediction, target, "mape")
     diff = p - t
     denom = xp.maximum(xp.abs(t), eps)
@@ -152,7 +270,16 @@ def mape_forward(prediction: Array, target: Array, eps: float = MAPE_EPSILON) ->
 
 
 def mape_backward(cache: MAPECache) -> Array:
-    """100 sign(x - t) / (max(|t|, eps) numel)."""
+    """100 sign(x - t) / (max(|t|, eps) numel).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import mape_backward, mape_forward
+    >>> value, cache = mape_forward(np.array([[90.0, 330.0]]), np.array([[100.0, 300.0]]))
+    >>> np.round(mape_backward(cache), 4)  # 100 sign(x - t) / (|t| * 2)
+    array([[-0.5   ,  0.1667]])
+    """
     g = xp.sign(cache.diff)
     g *= 100.0 / cache.diff.size
     g /= cache.denom
@@ -196,6 +323,17 @@ def _flat_labels(scores: Array, labels: Array, what: str) -> tuple[Array, Array]
 
 @dataclass
 class SoftmaxCrossEntropyCache:
+    """What the fused softmax cross entropy's backward needs: the probabilities and the labels or targets.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import softmax_cross_entropy_forward
+    >>> value, cache = softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([0, 3]))
+    >>> cache.probabilities[0], cache.labels, cache.target
+    (array([0.25, 0.25, 0.25, 0.25]), array([0, 3]), None)
+    """
+
     probabilities: Array  # softmax of the logits, the logits' shape (..., K)
     labels: Array | None  # (M,) integer labels, or None with probability targets
     target: Array | None  # (M, K) probability targets, or None with integer labels
@@ -209,6 +347,19 @@ def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, 
     §15.2; the loss is then -sum_k t_k log softmax(x)_k). Every row of the leading axes is one example.
     Computed as log-sum-exp with the row maximum subtracted whenever exp could overflow, so logits of
     +-1e4 stay finite.
+
+    Examples
+    --------
+    Equal scores give probability 1/K to each class, so the loss is log K; huge logits stay finite.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import softmax_cross_entropy_forward
+    >>> value, cache = softmax_cross_entropy_forward(np.zeros((2, 4)), np.array([0, 3]))
+    >>> round(value, 4), round(float(np.log(4)), 4)
+    (1.3863, 1.3863)
+    >>> value, cache = softmax_cross_entropy_forward(np.array([[1e4, 0.0], [0.0, 1e4]]), np.array([0, 0]))
+    >>> value  # (0 + 1e4) / 2
+    5000.0
     """
     x = as_float(logits)
     lab = xp.asarray(labels)
@@ -247,7 +398,18 @@ def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, 
 
 
 def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache) -> Array:
-    """(softmax(x) - onehot(label)) / M for the mean over M rows (with targets: (p sum_k t_k - t) / M)."""
+    """(softmax(x) - onehot(label)) / M for the mean over M rows (with targets: (p sum_k t_k - t) / M).
+
+    Returns the logits' shape (..., K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+    >>> value, cache = softmax_cross_entropy_forward(np.zeros((1, 4)), np.array([2]))
+    >>> softmax_cross_entropy_backward(cache)  # softmax(x) - onehot(2)
+    array([[ 0.25,  0.25, -0.75,  0.25]])
+    """
     p = cache.probabilities  # not modified: the loss layer exposes it
     k = p.shape[-1]
     m = p.size // k
@@ -265,6 +427,17 @@ def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache) -> Array:
 
 @dataclass
 class MultiMarginCache:
+    """What the multiclass hinge loss's backward needs: the active margins, the labels and the scores' shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import multi_margin_forward
+    >>> value, cache = multi_margin_forward(np.array([[3.2, 5.1, -1.7]]), np.array([0]))
+    >>> cache.active, cache.labels
+    (array([[0., 1., 0.]]), array([0]))
+    """
+
     active: Array  # (M, K): d loss_row / d x_j for j != label (margin violations), 0 at the label
     labels: Array  # (M,)
     shape: tuple[int, ...]
@@ -278,6 +451,17 @@ def multi_margin_forward(
 
     scores: (..., K) with integer labels of the leading shape (see softmax cross entropy); p is 1 or 2.
     The CS231n notes (seed 002's "SVM loss") omit the division by K; multiply by K for that variant.
+
+    Examples
+    --------
+    The CS231n example behind seed 002's SVM loss: scores (3.2, 5.1, -1.7) for the true class 0 give
+    max(0, 5.1 - 3.2 + 1) + max(0, -1.7 - 3.2 + 1) = 2.9, here divided by K = 3.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import multi_margin_forward
+    >>> value, cache = multi_margin_forward(np.array([[3.2, 5.1, -1.7]]), np.array([0]))
+    >>> round(value * 3, 4)
+    2.9
     """
     if p not in (1, 2):
         raise ValueError(f"multi_margin: p must be 1 or 2, got {p}")
@@ -300,7 +484,18 @@ def multi_margin_forward(
 
 
 def multi_margin_backward(cache: MultiMarginCache) -> Array:
-    """d/dx_j = p max(0, a_j)^(p-1) [a_j > 0] / (K M) for j != y; d/dx_y = minus their sum."""
+    """d/dx_j = p max(0, a_j)^(p-1) [a_j > 0] / (K M) for j != y; d/dx_y = minus their sum.
+
+    Returns the scores' shape (..., K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import multi_margin_backward, multi_margin_forward
+    >>> value, cache = multi_margin_forward(np.array([[3.2, 5.1, -1.7]]), np.array([0]))
+    >>> np.round(multi_margin_backward(cache) * 3, 4)  # only class 1 violates the margin
+    array([[-1.,  1.,  0.]])
+    """
     g = cache.active.copy()  # (M, K)
     m, k = g.shape
     g[xp.arange(m), cache.labels] = -g.sum(axis=1)
@@ -310,6 +505,18 @@ def multi_margin_backward(cache: MultiMarginCache) -> Array:
 
 @dataclass
 class BCECache:
+    """What the binary cross entropies' backward needs: the residual (sigmoid(x) - t or p - t) and p (1 - p).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import bce_forward, bce_with_logits_forward
+    >>> bce_with_logits_forward(np.zeros((1, 1)), np.ones((1, 1)))[1].denom is None
+    True
+    >>> bce_forward(np.full((1, 1), 0.5), np.ones((1, 1)))[1].denom
+    array([[0.25]])
+    """
+
     residual: Array  # sigmoid(x) - t (logits) or x - t (probabilities)
     denom: Array | None  # max(p (1 - p), eps) for probabilities, None for logits
 
@@ -318,6 +525,14 @@ def bce_with_logits_forward(logits: Array, target: Array) -> tuple[float, BCECac
     """Binary cross entropy of sigmoid(x) against t in [0, 1] (seed 003 §2.5.7), mean over all elements.
 
     Per element max(x, 0) - x t + log(1 + exp(-|x|)), which never overflows. Shapes equal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import bce_with_logits_forward
+    >>> value, cache = bce_with_logits_forward(np.array([[0.0, 1000.0]]), np.array([[1.0, 0.0]]))
+    >>> round(value, 4)  # (log 2 + 1000) / 2, no overflow
+    500.3466
     """
     x, t = _same_shape(logits, target, "bce_with_logits")
     ell = xp.abs(x)
@@ -333,13 +548,30 @@ def bce_with_logits_forward(logits: Array, target: Array) -> tuple[float, BCECac
 
 
 def bce_with_logits_backward(cache: BCECache) -> Array:
-    """(sigmoid(x) - t) / numel."""
+    """(sigmoid(x) - t) / numel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import bce_with_logits_backward, bce_with_logits_forward
+    >>> value, cache = bce_with_logits_forward(np.array([[0.0, 1000.0]]), np.array([[1.0, 0.0]]))
+    >>> bce_with_logits_backward(cache)  # (sigmoid(x) - t) / 2
+    array([[-0.25,  0.5 ]])
+    """
     return cache.residual * (1.0 / cache.residual.size)
 
 
 def bce_forward(probabilities: Array, target: Array) -> tuple[float, BCECache]:
     """Binary cross entropy -(t log p + (1 - t) log(1 - p)) on probabilities p in [0, 1] (seed 003 §2.5.7),
     mean over all elements; each log is clamped at -100 as in PyTorch's BCELoss, so p = 0 or 1 stays finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import bce_forward
+    >>> value, cache = bce_forward(np.array([[0.5, 0.0]]), np.array([[1.0, 1.0]]))
+    >>> round(value, 4)  # (log 2 + 100) / 2: log 0 is clamped at -100
+    50.3466
     """
     p, t = _same_shape(probabilities, target, "bce")
     if p.size and not (bool(xp.all(p >= 0)) and bool(xp.all(p <= 1))):
@@ -358,7 +590,16 @@ def bce_forward(probabilities: Array, target: Array) -> tuple[float, BCECache]:
 
 
 def bce_backward(cache: BCECache) -> Array:
-    """(p - t) / (max(p (1 - p), 1e-12) numel), PyTorch's BCELoss gradient."""
+    """(p - t) / (max(p (1 - p), 1e-12) numel), PyTorch's BCELoss gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import bce_backward, bce_forward
+    >>> value, cache = bce_forward(np.array([[0.5, 0.8]]), np.array([[1.0, 0.0]]))
+    >>> np.round(bce_backward(cache), 4)  # (p - t) / (p (1 - p) * 2)
+    array([[-1. ,  2.5]])
+    """
     g = cache.residual / cache.denom
     g *= 1.0 / g.size
     return g

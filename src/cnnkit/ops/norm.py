@@ -43,7 +43,16 @@ from cnnkit.errors import ShapeError, StateError
 
 @dataclass
 class BatchNormCache:
-    """What batch_norm's backward needs (x is referenced, not copied)."""
+    """What batch_norm's backward needs (x is referenced, not copied).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.norm import batch_norm_forward
+    >>> y, cache = batch_norm_forward(np.array([[1.0, 10.0], [3.0, 30.0]]), None, None, None, None, train=True)
+    >>> cache.mean, cache.batch_stats
+    (array([ 2., 20.]), True)
+    """
 
     x: Array  # (M/r, r*C) wide view of the input, in the compute dtype
     r: int  # rows of the (M, C) matrix folded into one wide row
@@ -120,6 +129,21 @@ def batch_norm_forward(
     variance). With ``train=False`` the running statistics are used. Returns y with x's shape and the
     cache for :func:`batch_norm_backward`. The computation runs in gamma's dtype (else the running
     statistics', else x's).
+
+    Examples
+    --------
+    Two channels, two examples: each channel is normalised to mean 0 and variance 1, and the running
+    statistics move 10% towards the batch's (with the unbiased variance, 2 and 200).
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.norm import batch_norm_forward
+    >>> x, mean, var = np.array([[1.0, 10.0], [3.0, 30.0]]), np.zeros(2), np.ones(2)
+    >>> y, cache = batch_norm_forward(x, np.ones(2), np.zeros(2), mean, var, train=True)
+    >>> np.round(y, 3)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    >>> np.round(mean, 3), np.round(var, 3)
+    (array([0.2, 2. ]), array([ 1.1, 20.9]))
     """
     if x.ndim < 2:
         raise ShapeError(
@@ -175,6 +199,18 @@ def batch_norm_backward(dy: Array, cache: BatchNormCache) -> tuple[Array, Array 
 
     Training mode: dx = gamma*inv_std/M * (M*dy - sum(dy) - xhat*sum(dy*xhat)); evaluation mode:
     dx = gamma*inv_std*dy. Both: dgamma = sum(dy*xhat), dbeta = sum(dy), sums over all axes but the last.
+    dy: x's shape (N, ..., C) -> dx: (N, ..., C), dgamma and dbeta: (C,).
+
+    Examples
+    --------
+    In training mode dx sums to zero over each channel (shifting a channel leaves y unchanged).
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.norm import batch_norm_backward, batch_norm_forward
+    >>> y, cache = batch_norm_forward(np.array([[1.0], [2.0], [6.0]]), np.ones(1), np.zeros(1), None, None, train=True)
+    >>> dx, dgamma, dbeta = batch_norm_backward(np.array([[1.0], [0.0], [0.0]]), cache)
+    >>> np.round(dx[:, 0], 4), np.round(dgamma, 4), dbeta
+    (array([ 0.1763, -0.2204,  0.0441]), array([-0.9258]), array([1.]))
     """
     if cache is None:
         raise StateError("batch_norm backward called before forward")

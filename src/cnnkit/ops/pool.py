@@ -180,13 +180,28 @@ def _check_dy(dy: Array, expected: tuple[int, ...], what: str) -> None:
 class MaxPoolCache:
     """What max pooling's backward needs: the (-inf padded) input, a private copy of the output and geometry.
 
+    On the compiled path (numba) ``y`` is the returned output itself, not a copy, and ``tap`` records each
+    window's first maximum; the backward and the switches then read ``tap`` only, so changing the output in
+    place (an in-place ReLU after the pooling) cannot move the gradients.
+
     The switches are not stored: they are the first tap of each window whose value equals the window's
     maximum, recovered in the backward (cheaper than an argmax in the forward, and free at inference).
     The input is held by reference: do not modify it in place between forward and backward.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import max_pool2d_forward
+    >>> y, cache = max_pool2d_forward(np.ones((1, 2, 2, 1)), 2, stride=1, padding=1)
+    >>> cache.x_pad[0, :, :, 0]  # padding counts as -inf
+    array([[-inf, -inf, -inf, -inf],
+           [-inf,   1.,   1., -inf],
+           [-inf,   1.,   1., -inf],
+           [-inf, -inf, -inf, -inf]])
     """
 
     x_pad: Array  # (N, H_pad, W_pad, C): the input padded with -inf (the input itself without padding)
-    y: Array  # (N, H_out, W_out, C), the cache's own copy
+    y: Array  # (N, H_out, W_out, C), the cache's own copy (the returned output on the compiled path)
     x_shape: tuple[int, int, int, int]
     win: Window  # pads include the ceil_mode overhang
     indices: Array | None = field(default=None, repr=False)  # memo of max_pool2d_indices
@@ -208,6 +223,18 @@ def max_pool2d_forward(
     Returns ``(y, cache)``; :func:`max_pool2d_indices` gives PyTorch-style switches from the cache.
     NaNs propagate to the output (as in PyTorch); the NumPy path gives them no gradient, the compiled path
     (numba, used when available unless ``use_jit=False``) routes it to the first NaN as PyTorch does.
+
+    Examples
+    --------
+    Seed 004 fig. 1.11: a 4 x 4 image cut into four 2 x 2 blocks, each replaced by its maximum.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import max_pool2d_forward
+    >>> x = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], np.float32).reshape(1, 4, 4, 1)
+    >>> y, cache = max_pool2d_forward(x, 2)
+    >>> y[0, :, :, 0]
+    array([[6., 8.],
+           [3., 4.]], dtype=float32)
     """
     check_rank(x.shape, 4, "max_pool2d")
     x = _as_float(x)
@@ -230,11 +257,20 @@ def _first_max_masks(cache: MaxPoolCache) -> Iterator[tuple[int, int, Array]]:
     """For each tap (i, j) in row-major order, the (N, H_out, W_out, C) bool mask of the windows whose
     FIRST maximum is at that tap (the rows of S(x) of eq. 15.56 that have their 1 in tap (i, j)).
 
-    The mask buffer is reused between taps: consume each one before asking for the next.
+    The mask buffer is reused between taps: consume each one before asking for the next. On the compiled path
+    the forward recorded each window's first maximum (``tap``), so the masks come from it and the output
+    (which the caller may have changed in place since) is not read.
     """
+    taps = _taps(cache.win)
+    if cache.tap is not None:
+        mask = xp.empty(cache.tap.shape, dtype=bool)
+        kw = cache.win.kernel[1]
+        for i, j in taps:
+            xp.equal(cache.tap, i * kw + j, out=mask)
+            yield i, j, mask
+        return
     view = windows_view(cache.x_pad, cache.win)  # (N, Ho, Wo, kh, kw, C)
     y = cache.y
-    taps = _taps(cache.win)
     mask = xp.empty(y.shape, dtype=bool)
     taken: Array | None = None  # windows whose maximum has already been found
     last = len(taps) - 1
@@ -258,6 +294,23 @@ def max_pool2d_backward(dy: Array, cache: MaxPoolCache, accumulate: bool = False
     gradient taps are written straight into dx (and, when they tile the input exactly, dx is never
     zero-filled); ``accumulate=True`` forces the general add-into-zeros path (the reference the tests
     compare the fast path with).
+
+    Examples
+    --------
+    The seed's example after eq. 15.59: 2 x 2 windows at stride 1 over fig. 15.5's input; 6 and 9 are each
+    the maximum of two windows, so each collects two gradients.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import max_pool2d_backward, max_pool2d_forward
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float32).reshape(1, 3, 4, 1)
+    >>> y, cache = max_pool2d_forward(A, 2, stride=1)
+    >>> y[0, :, :, 0]
+    array([[5., 6., 6.],
+           [8., 9., 9.]], dtype=float32)
+    >>> max_pool2d_backward(np.ones_like(y), cache)[0, :, :, 0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 2., 0.],
+           [0., 1., 2., 0.]], dtype=float32)
     """
     _check_dy(dy, cache.y.shape, "max_pool2d")
     dy = dy.astype(cache.y.dtype, copy=False)
@@ -295,6 +348,16 @@ def max_pool2d_indices(cache: MaxPoolCache) -> Array:
 
     These are what :func:`max_unpool2d_forward` (and PyTorch's ``max_unpool2d``) take. Computed on first
     request and memoised in the cache.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import max_pool2d_forward, max_pool2d_indices
+    >>> x = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], np.float32).reshape(1, 4, 4, 1)
+    >>> y, cache = max_pool2d_forward(x, 2)
+    >>> max_pool2d_indices(cache)[0, :, :, 0]  # 6 is x.flat[5], 8 is x.flat[7], ...
+    array([[ 5,  7],
+           [ 8, 15]])
     """
     if cache.indices is not None:
         return cache.indices
@@ -324,7 +387,22 @@ def max_pool2d_indices(cache: MaxPoolCache) -> Array:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class AvgPoolCache:
-    """What average pooling's backward needs: the divisor (H_out, W_out) and geometry."""
+    """What average pooling's backward needs: the divisor (H_out, W_out) and geometry.
+
+    Examples
+    --------
+    Without ``count_include_pad`` a window divides by the input pixels it holds, not by its padding.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import avg_pool2d_forward
+    >>> y, cache = avg_pool2d_forward(np.ones((1, 3, 3, 1)), 2, padding=1, count_include_pad=False)
+    >>> cache.divisor
+    array([[1., 2.],
+           [2., 4.]])
+    >>> y[0, :, :, 0]
+    array([[1., 1.],
+           [1., 1.]])
+    """
 
     divisor: Array  # (H_out, W_out), in the input's dtype
     x_shape: tuple[int, int, int, int]
@@ -361,6 +439,18 @@ def avg_pool2d_forward(
     x: (N, H, W, C) -> y: (N, H_out, W_out, C). The divisor is PyTorch's: the window size clipped to
     the zero-padded input (count_include_pad=True) or to the input itself (False); taps added by
     ceil_mode never count; ``divisor_override`` replaces it by a constant.
+
+    Examples
+    --------
+    Seed 004 fig. 1.11 again, each 2 x 2 block replaced by its mean (eq. 15.52).
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import avg_pool2d_forward
+    >>> x = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], np.float32).reshape(1, 4, 4, 1)
+    >>> y, cache = avg_pool2d_forward(x, 2)
+    >>> y[0, :, :, 0]
+    array([[3.25, 5.25],
+           [2.  , 2.  ]], dtype=float32)
     """
     check_rank(x.shape, 4, "avg_pool2d")
     x = _as_float(x)
@@ -383,7 +473,20 @@ def avg_pool2d_forward(
 
 def avg_pool2d_backward(dy: Array, cache: AvgPoolCache) -> Array:
     """dx: every input pixel of a window receives dy / divisor (seed 004: each of 3x3 gets 1/9), summed
-    over the windows that contain it. dy: (N, H_out, W_out, C) -> dx: (N, H, W, C)."""
+    over the windows that contain it. dy: (N, H_out, W_out, C) -> dx: (N, H, W, C).
+
+    Examples
+    --------
+    Seed 004 fig. 1.12: with a 3 x 3 window each pixel receives 1/9 of the gradient.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import avg_pool2d_backward, avg_pool2d_forward
+    >>> y, cache = avg_pool2d_forward(np.ones((1, 3, 3, 1)), 3)
+    >>> np.round(avg_pool2d_backward(np.ones_like(y), cache)[0, :, :, 0], 4)
+    array([[0.1111, 0.1111, 0.1111],
+           [0.1111, 0.1111, 0.1111],
+           [0.1111, 0.1111, 0.1111]])
+    """
     n, _, _, c = cache.x_shape
     _check_dy(dy, (n, cache.win.out[0], cache.win.out[1], c), "avg_pool2d")
     g = dy.astype(cache.dtype, copy=False) / cache.divisor[None, :, :, None]
@@ -395,7 +498,16 @@ def avg_pool2d_backward(dy: Array, cache: AvgPoolCache) -> Array:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class LPPoolCache:
-    """What L_p pooling's backward needs."""
+    """What L_p pooling's backward needs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import lp_pool2d_forward
+    >>> y, cache = lp_pool2d_forward(np.ones((1, 2, 2, 1)), 2, 2)
+    >>> cache.p, cache.y is y
+    (2.0, True)
+    """
 
     x: Array  # (N, H, W, C)
     y: Array  # (N, H_out, W_out, C)
@@ -405,7 +517,18 @@ class LPPoolCache:
 
 
 def check_norm_type(norm_type: float) -> float:
-    """Validate L_p pooling's ``norm_type`` (a finite p >= 1) and return it as a float."""
+    """Validate L_p pooling's ``norm_type`` (a finite p >= 1) and return it as a float.
+
+    Examples
+    --------
+    >>> from cnnkit.ops.pool import check_norm_type
+    >>> check_norm_type(2)
+    2.0
+    >>> check_norm_type(0.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: lp_pool2d: norm_type must be a finite number >= 1, got 0.5 (use max pooling for p = inf)
+    """
     try:
         p = float(norm_type)
     except (TypeError, ValueError):
@@ -428,6 +551,17 @@ def lp_pool2d_forward(
     Differences from PyTorch's LPPool2d: PyTorch sums x^p without the absolute value (so odd p on
     negative inputs gives a different value or NaN), and with ceil_mode it rescales a window that
     hangs over the edge by kh*kw / (taps inside). For p = 2 without such partial windows the two agree.
+
+    Examples
+    --------
+    With p = 2 each window gives the Euclidean norm of its entries: ||(3, 4, 0, 0)|| = 5.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import lp_pool2d_forward
+    >>> x = np.array([[3.0, 4.0], [0.0, 0.0]]).reshape(1, 2, 2, 1)
+    >>> y, cache = lp_pool2d_forward(x, 2, 2)
+    >>> y[0, :, :, 0]
+    array([[5.]])
     """
     check_rank(x.shape, 4, "lp_pool2d")
     p = check_norm_type(norm_type)
@@ -449,6 +583,18 @@ def lp_pool2d_backward(dy: Array, cache: LPPoolCache) -> Array:
     """dx = sum over the windows containing x of dy * |x|^(p-1) sign(x) / y^(p-1), with 0 where y == 0.
 
     dy: (N, H_out, W_out, C) -> dx: (N, H, W, C).
+
+    Examples
+    --------
+    For p = 2, dx = dy x / y: the unit vector of each window.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import lp_pool2d_backward, lp_pool2d_forward
+    >>> x = np.array([[3.0, 4.0], [0.0, 0.0]]).reshape(1, 2, 2, 1)
+    >>> y, cache = lp_pool2d_forward(x, 2, 2)
+    >>> np.round(lp_pool2d_backward(np.ones_like(y), cache)[0, :, :, 0], 4)
+    array([[0.6, 0.8],
+           [0. , 0. ]])
     """
     _check_dy(dy, cache.y.shape, "lp_pool2d")
     p, y, x = cache.p, cache.y, cache.x
@@ -474,7 +620,17 @@ def lp_pool2d_backward(dy: Array, cache: LPPoolCache) -> Array:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class MaxUnpoolCache:
-    """What unpooling's backward needs: the switches reshaped to (N, H*W, C) and the shapes."""
+    """What unpooling's backward needs: the switches reshaped to (N, H*W, C) and the shapes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import max_unpool2d_forward
+    >>> x, idx = np.ones((1, 2, 2, 3)), np.zeros((1, 2, 2, 3), np.int64)
+    >>> y, cache = max_unpool2d_forward(x, idx, 2)
+    >>> cache.indices.shape, cache.y_shape
+    ((1, 4, 3), (1, 4, 4, 3))
+    """
 
     indices: Array  # (N, H*W, C) int64, flat positions h*W_out + w in the output plane
     x_shape: tuple[int, int, int, int]
@@ -492,7 +648,16 @@ def unpool_output_size(
 ) -> tuple[int, int]:
     """Spatial size of max unpooling: (H_in - 1)*stride - 2*padding + kernel (PyTorch's default), or
     ``output_size`` ((H, W) or a full (N, H, W, C) shape), which must lie strictly within one stride of
-    it unless ``strict=False`` (used when the size is the mirrored pooling's true input size)."""
+    it unless ``strict=False`` (used when the size is the mirrored pooling's true input size).
+
+    Examples
+    --------
+    >>> from cnnkit.ops.pool import unpool_output_size
+    >>> unpool_output_size((2, 2), 2)  # (2 - 1)*2 + 2
+    (4, 4)
+    >>> unpool_output_size((2, 2), 2, output_size=(5, 5))  # a 5 x 5 input pooled to 2 x 2
+    (5, 5)
+    """
     kernel = positive_pair(kernel_size, "kernel_size")
     strides = kernel if stride is None else positive_pair(stride, "stride")
     pads = pair(padding, "padding")
@@ -536,6 +701,21 @@ def max_unpool2d_forward(
     :func:`unpool_output_size` (``strict_size=False`` accepts any ``output_size`` the indices fit in,
     e.g. the input size of a dilated pooling). Where two switches coincide (overlapping pooling) one value is kept,
     as in PyTorch.
+
+    Examples
+    --------
+    Seed 002: pooling remembers where each maximum was; unpooling puts it back there.
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import max_pool2d_forward, max_pool2d_indices, max_unpool2d_forward
+    >>> x = np.array([[1, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]], np.float32).reshape(1, 4, 4, 1)
+    >>> y, pool_cache = max_pool2d_forward(x, 2)
+    >>> up, cache = max_unpool2d_forward(y, max_pool2d_indices(pool_cache), 2)
+    >>> up[0, :, :, 0]
+    array([[0., 0., 0., 0.],
+           [0., 6., 0., 8.],
+           [3., 0., 0., 0.],
+           [0., 0., 0., 4.]], dtype=float32)
     """
     check_rank(x.shape, 4, "max_unpool2d")
     x = _as_float(x)
@@ -560,6 +740,17 @@ def max_unpool2d_backward(dy: Array, cache: MaxUnpoolCache) -> Array:
     """dx[n, i, j, c] = dy at the switch of x[n, i, j, c] (a gather, the adjoint of the forward's scatter).
 
     dy: (N, H_out, W_out, C) -> dx: (N, H, W, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import max_unpool2d_backward, max_unpool2d_forward
+    >>> idx = np.array([[5, 7], [8, 15]]).reshape(1, 2, 2, 1)
+    >>> y, cache = max_unpool2d_forward(np.ones((1, 2, 2, 1)), idx, 2)
+    >>> dy = np.arange(16.0).reshape(1, 4, 4, 1)
+    >>> max_unpool2d_backward(dy, cache)[0, :, :, 0]  # dy read at the switches
+    array([[ 5.,  7.],
+           [ 8., 15.]])
     """
     _check_dy(dy, cache.y_shape, "max_unpool2d")
     n, ho, wo, c = cache.y_shape
@@ -573,7 +764,16 @@ def max_unpool2d_backward(dy: Array, cache: MaxUnpoolCache) -> Array:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class UpsampleCache:
-    """Upsampling's backward needs only the shapes and the factors."""
+    """Upsampling's backward needs only the shapes and the factors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import upsample_nearest2d_forward
+    >>> y, cache = upsample_nearest2d_forward(np.ones((1, 2, 2, 1)), (2, 3))
+    >>> cache.x_shape, cache.scale
+    ((1, 2, 2, 1), (2, 3))
+    """
 
     x_shape: tuple[int, int, int, int]
     scale: tuple[int, int]
@@ -581,7 +781,18 @@ class UpsampleCache:
 
 
 def scale_factor_pair(scale_factor: int | float | Sequence[int | float]) -> tuple[int, int]:
-    """Normalise an upsampling factor (an int, an integral float, or a pair) to ``(sh, sw)`` ints >= 1."""
+    """Normalise an upsampling factor (an int, an integral float, or a pair) to ``(sh, sw)`` ints >= 1.
+
+    Examples
+    --------
+    >>> from cnnkit.ops.pool import scale_factor_pair
+    >>> scale_factor_pair(2), scale_factor_pair((2.0, 3))
+    ((2, 2), (2, 3))
+    >>> scale_factor_pair(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: upsample: only positive integer scale factors are supported for nearest upsampling, got (1.5, 1.5)
+    """
     if isinstance(scale_factor, (int, float)):
         scale_factor = (scale_factor, scale_factor)
     try:
@@ -606,6 +817,18 @@ def upsample_nearest2d_forward(
     """Nearest-neighbour upsampling: y[n, i, j, c] = x[n, i // sh, j // sw, c].
 
     x: (N, H, W, C) -> y: (N, H*sh, W*sw, C); ``scale_factor`` an int or (sh, sw).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import upsample_nearest2d_forward
+    >>> x = np.array([[1, 2], [3, 4]], np.float32).reshape(1, 2, 2, 1)
+    >>> y, cache = upsample_nearest2d_forward(x, 2)
+    >>> y[0, :, :, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]], dtype=float32)
     """
     check_rank(x.shape, 4, "upsample_nearest2d")
     sh, sw = scale_factor_pair(scale_factor)
@@ -615,7 +838,18 @@ def upsample_nearest2d_forward(
 
 
 def upsample_nearest2d_backward(dy: Array, cache: UpsampleCache) -> Array:
-    """dx = the sum of dy over each sh x sw block. dy: (N, H*sh, W*sw, C) -> dx: (N, H, W, C)."""
+    """dx = the sum of dy over each sh x sw block. dy: (N, H*sh, W*sw, C) -> dx: (N, H, W, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.pool import upsample_nearest2d_backward, upsample_nearest2d_forward
+    >>> y, cache = upsample_nearest2d_forward(np.zeros((1, 2, 2, 1), np.float32), 2)
+    >>> dy = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    >>> upsample_nearest2d_backward(dy, cache)[0, :, :, 0]  # the sum of each 2 x 2 block
+    array([[10., 18.],
+           [42., 50.]], dtype=float32)
+    """
     n, h, w, c = cache.x_shape
     sh, sw = cache.scale
     _check_dy(dy, (n, h * sh, w * sw, c), "upsample_nearest2d")

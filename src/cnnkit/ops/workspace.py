@@ -13,7 +13,18 @@ from cnnkit.backend import Array, xp
 
 
 class Workspace:
-    """Named scratch buffers that grow as needed and are handed out as views of the requested shape."""
+    """Named scratch buffers that grow as needed and are handed out as views of the requested shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.workspace import Workspace
+    >>> ws = Workspace()
+    >>> a = ws.get("rows", (2, 3), np.float32)
+    >>> b = ws.get("rows", (3, 2), np.float32)  # same name: the same memory, reshaped
+    >>> bool(np.shares_memory(a, b)), ws.nbytes()
+    (True, 24)
+    """
 
     def __init__(self) -> None:
         self._bufs: dict[str, Array] = {}
@@ -37,5 +48,16 @@ class Workspace:
 
 
 def scratch(ws: Workspace | None, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
-    """``ws.get(...)``, or a fresh array without a workspace."""
+    """``ws.get(...)``, or a fresh array without a workspace.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.workspace import Workspace, scratch
+    >>> scratch(None, "rows", (2, 2), np.float32).shape  # no workspace: a fresh array
+    (2, 2)
+    >>> ws = Workspace()
+    >>> bool(np.shares_memory(scratch(ws, "rows", (4,), np.float32), ws.get("rows", (4,), np.float32)))
+    True
+    """
     return ws.get(name, shape, dtype) if ws is not None else xp.empty(shape, dtype=dtype)

@@ -27,6 +27,18 @@ class Adam(Optimizer):
         w  <- w - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
     State: ``step`` (int), ``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``.
+
+    Examples
+    --------
+    The bias correction makes the first step lr long in every coordinate, whatever the gradient's size.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from cnnkit.optim import Adam
+    >>> model = SimpleNamespace(params={"w": np.array([1.0, 2.0])}, grads={"w": np.array([0.5, -100.0])})
+    >>> Adam(model, lr=0.1).step()
+    >>> np.round(model.params["w"], 4)
+    array([0.9, 2.1])
     """
 
     _array_keys = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
@@ -98,6 +110,18 @@ class RMSProp(Optimizer):
 
     State: ``step`` (int), ``square_avg``, plus ``grad_avg`` (centered) and ``momentum_buffer``
     (momentum > 0), all starting at zero.
+
+    Examples
+    --------
+    The first step divides d by sqrt(1 - alpha) |d|: a step of lr / sqrt(0.01) = 10 lr per coordinate.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from cnnkit.optim import RMSProp
+    >>> model = SimpleNamespace(params={"w": np.array([1.0, 2.0])}, grads={"w": np.array([0.5, -100.0])})
+    >>> RMSProp(model, lr=0.01).step()
+    >>> np.round(model.params["w"], 4)
+    array([0.9, 2.1])
     """
 
     _array_keys = frozenset({"square_avg", "grad_avg", "momentum_buffer"})
@@ -173,6 +197,19 @@ class Adagrad(Optimizer):
         w  <- w - lr / (1 + (t - 1) * lr_decay) * d / (sqrt(h) + eps)
 
     State: ``step`` (int) and ``sum``.
+
+    Examples
+    --------
+    The accumulated squares shrink the steps: lr, then lr / sqrt(2) for a constant gradient.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from cnnkit.optim import Adagrad
+    >>> model = SimpleNamespace(params={"w": np.array([1.0, 2.0])}, grads={"w": np.array([0.5, -100.0])})
+    >>> opt = Adagrad(model, lr=0.1)
+    >>> opt.step(); opt.step()
+    >>> np.round(model.params["w"], 4)
+    array([0.8293, 2.1707])
     """
 
     _array_keys = frozenset({"sum"})

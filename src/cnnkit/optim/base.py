@@ -45,6 +45,23 @@ class Optimizer:
 
     Subclasses implement :meth:`_update` for one parameter and list the keys of their per-parameter
     state in ``_array_keys`` (arrays shaped like the parameter) and ``_scalar_keys`` (ints).
+
+    Examples
+    --------
+    Any object with ``params`` and ``grads`` dicts is a model; the state survives a round trip.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from cnnkit.optim import SGD
+    >>> model = SimpleNamespace(params={"w": np.array([1.0, 2.0])}, grads={"w": np.array([0.5, -1.0])})
+    >>> opt = SGD(model, lr=0.1, momentum=0.9)
+    >>> opt.step()
+    >>> saved = opt.state_dict()
+    >>> saved["step"], saved["state"]["w"]["momentum_buffer"]
+    (1, array([ 0.5, -1. ]))
+    >>> opt.zero_grad()
+    >>> model.grads["w"]
+    array([0., 0.])
     """
 
     _array_keys: frozenset[str] = frozenset()

@@ -27,7 +27,17 @@ def _epoch(epoch: int) -> int:
 
 
 class LRSchedule:
-    """Base class: subclasses implement :meth:`lr_at`."""
+    """Base class: subclasses implement :meth:`lr_at`.
+
+    Examples
+    --------
+    >>> from cnnkit.optim import LRSchedule
+    >>> class Halving(LRSchedule):
+    ...     def lr_at(self, epoch):
+    ...         return 1.0 / 2**epoch
+    >>> Halving().lrs(4)
+    [1.0, 0.5, 0.25, 0.125]
+    """
 
     def lr_at(self, epoch: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -47,6 +57,14 @@ class ConstantLR(LRSchedule):
     """The same rate every epoch.
 
     (Not torch's ``ConstantLR``, which multiplies the rate by a factor for the first iterations.)
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> from cnnkit.optim import SGD, ConstantLR
+    >>> opt = SGD(SimpleNamespace(params={}, grads={}), lr=1.0)
+    >>> ConstantLR(0.05).step(opt, epoch=3), opt.lr
+    (0.05, 0.05)
     """
 
     def __init__(self, base_lr: float) -> None:
@@ -64,6 +82,12 @@ class StepLR(LRSchedule):
     """base_lr * gamma ** (epoch // step_size): divide by 1/gamma every ``step_size`` epochs.
 
     The closed form of torch.optim.lr_scheduler.StepLR.
+
+    Examples
+    --------
+    >>> from cnnkit.optim import StepLR
+    >>> StepLR(1.0, step_size=2, gamma=0.5).lrs(6)
+    [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     """
 
     def __init__(self, base_lr: float, step_size: int, gamma: float = 0.1) -> None:
@@ -88,6 +112,12 @@ class CosineAnnealingLR(LRSchedule):
 
     The closed form of torch.optim.lr_scheduler.CosineAnnealingLR: base_lr at epoch 0, eta_min at
     epoch T_max; past T_max the cosine continues (the rate rises again, period 2 * T_max), as torch's.
+
+    Examples
+    --------
+    >>> from cnnkit.optim import CosineAnnealingLR
+    >>> [round(lr, 4) for lr in CosineAnnealingLR(1.0, T_max=4).lrs(6)]
+    [1.0, 0.8536, 0.5, 0.1464, 0.0, 0.1464]
     """
 
     def __init__(self, base_lr: float, T_max: int, eta_min: float = 0.0) -> None:  # noqa: N803 - torch's name
@@ -112,6 +142,12 @@ class ListLR(LRSchedule):
     """An explicit rate per epoch, like MatConvNet's ``opts.learningRate`` vector.
 
     Epoch e uses ``lrs[e]``; epochs past the end keep the last value.
+
+    Examples
+    --------
+    >>> from cnnkit.optim import ListLR
+    >>> ListLR([0.05, 0.05, 0.01]).lrs(5)
+    [0.05, 0.05, 0.01, 0.01, 0.01]
     """
 
     def __init__(self, lrs: Sequence[float]) -> None:
@@ -156,6 +192,18 @@ def schedule_from_spec(spec: str, base_lr: float) -> LRSchedule:
     ``"constant"`` -> ConstantLR(base_lr); ``"step:10"`` / ``"step:10:0.5"`` -> StepLR (gamma 0.1 by
     default); ``"cosine:20"`` / ``"cosine:20:1e-5"`` -> CosineAnnealingLR (eta_min 0 by default);
     ``"list:0.05,0.05,0.01"`` -> ListLR (``base_lr`` unused). Raises ValueError naming the bad token.
+
+    Examples
+    --------
+    >>> from cnnkit.optim import schedule_from_spec
+    >>> schedule_from_spec("step:10:0.5", base_lr=0.1)
+    StepLR(base_lr=0.1, step_size=10, gamma=0.5)
+    >>> schedule_from_spec("list:0.05,0.01", base_lr=0.1).lrs(3)
+    [0.05, 0.01, 0.01]
+    >>> schedule_from_spec("step:ten", base_lr=0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: learning-rate schedule 'step:ten': step size 'ten' is not a positive integer
     """
     if not isinstance(spec, str):
         raise ValueError(f"learning-rate schedule must be a string such as {_SPEC_FORMS}, got {spec!r}")

@@ -27,6 +27,22 @@ class SGD(Optimizer):
     buffer is multiplied by the *new* lr at once, so a 10x lr drop makes the very next step ~10x smaller;
     MatConvNet's velocity still carries the old lr and the new rate takes over gradually, over roughly
     1 / (1 - momentum) steps.
+
+    Examples
+    --------
+    Eq. 15.9, w <- w - eta * dz/dw; with momentum 0.9 the second step is 1.9 times as long.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from cnnkit.optim import SGD
+    >>> model = SimpleNamespace(params={"w": np.array([1.0, 2.0])}, grads={"w": np.array([0.5, -1.0])})
+    >>> opt = SGD(model, lr=0.1, momentum=0.9)
+    >>> opt.step()
+    >>> np.round(model.params["w"], 4)
+    array([0.95, 2.1 ])
+    >>> opt.step()
+    >>> np.round(model.params["w"], 4)
+    array([0.855, 2.29 ])
     """
 
     _array_keys = frozenset({"momentum_buffer"})

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from cnnkit.backend import Array
+from cnnkit.data.source import Source, as_source
 from cnnkit.protocols import LossFunction, Model
 from cnnkit.train.metrics import topk_wrong
 
 SHUFFLE_STREAM = 0x5EED  # distinguishes the shuffling generator from the dropout ones
+AUGMENT_STREAM = 0xA46  # and the augmentation generators
 
 
 class TrainingDiverged(RuntimeError):  # noqa: N818 - a public name (cnnkit.train, docs), kept
@@ -69,8 +71,50 @@ class Callback:
         """After the last epoch, or after the epoch in which a callback set ``stop``."""
 
 
-def evaluate(model: Model, loss: LossFunction, x: Array, labels: Array, batch_size: int = 1000) -> dict[str, float]:
-    """Mean loss and top-1/top-5 error of ``model`` (evaluation mode) on preprocessed ``x``.
+class _Tally:
+    """Running loss, top-1/top-5 errors and confusion matrix over the batches of a pass."""
+
+    def __init__(self) -> None:
+        self.total = self.top1 = self.top5 = 0.0
+        self.seen = 0
+        self.confusion: np.ndarray | None = None
+
+    def add(self, scores: Array, labels: Array, value: float, confusion: bool) -> None:
+        n = len(labels)
+        self.total += value * n
+        self.top1 += topk_wrong(scores, labels, 1)
+        self.top5 += topk_wrong(scores, labels, 5)
+        self.seen += n
+        if confusion:
+            k = int(np.prod(scores.shape[1:]))
+            if self.confusion is None:
+                self.confusion = np.zeros((k, k), dtype=np.int64)
+            pred = np.asarray(scores).reshape(n, k).argmax(axis=1)
+            np.add.at(self.confusion, (np.asarray(labels), pred), 1)
+
+    def result(self, classes: int) -> dict[str, Any]:
+        n = max(self.seen, 1)
+        out: dict[str, Any] = {"loss": self.total / n, "top1_error": self.top1 / n}
+        if classes > 5:  # top-5 error is 0 by definition with 5 classes or fewer
+            out["top5_error"] = self.top5 / n
+        out["accuracy"] = 1.0 - self.top1 / n
+        if self.confusion is not None:
+            out["confusion"] = self.confusion.tolist()
+        return out
+
+
+def evaluate(
+    model: Model,
+    loss: LossFunction,
+    data: Array | Source,
+    labels: Array | None = None,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Loss, top-1/top-5 error, accuracy and confusion matrix of ``model`` in evaluation mode.
+
+    ``data``: preprocessed inputs with ``labels``, or a :class:`~cnnkit.data.source.Source`. The
+    confusion matrix counts (true class, predicted class); top-5 error is left out with 5 classes or fewer.
 
     Examples
     --------
@@ -78,18 +122,35 @@ def evaluate(model: Model, loss: LossFunction, x: Array, labels: Array, batch_si
     >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
     >>> net = Linear(4, 3, rng=np.random.default_rng(0))
     >>> m = evaluate(net, SoftmaxCrossEntropy(), np.eye(4, dtype=np.float32), np.array([0, 1, 2, 0]))
-    >>> sorted(m)
-    ['loss', 'top1_error', 'top5_error']
+    >>> sorted(m), len(m["confusion"])
+    (['accuracy', 'confusion', 'loss', 'top1_error'], 3)
     """
-    n = len(labels)
-    total = top1 = top5 = 0.0
-    for start in range(0, n, batch_size):
-        xb, yb = x[start : start + batch_size], labels[start : start + batch_size]
-        scores = model.forward(xb, train=False)
-        total += loss.forward(scores, yb) * len(yb)
-        top1 += topk_wrong(scores, yb, 1)
-        top5 += topk_wrong(scores, yb, 5)
-    return {"loss": total / n, "top1_error": top1 / n, "top5_error": top5 / n}
+    source = as_source((data, labels) if labels is not None else data)
+    n = len(source)
+    tally = _Tally()
+    k = 0
+    bar = _bar(progress, n, "evaluating")
+    try:
+        for start in range(0, n, batch_size):
+            xb, yb = source.take(np.arange(start, min(start + batch_size, n)))
+            scores = model.forward(xb, train=False)
+            k = int(np.prod(scores.shape[1:]))
+            tally.add(scores, yb, loss.forward(scores, yb), confusion=True)
+            if bar is not None:
+                bar.update(len(yb))
+    finally:
+        if bar is not None:
+            bar.close()
+    return tally.result(k)
+
+
+def _bar(progress: bool, total: int, desc: str) -> Any:
+    """A tqdm bar on stderr when ``progress`` and stderr is a terminal (tqdm decides), else None."""
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", unit_scale=True, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def shuffled(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -99,53 +160,47 @@ def shuffled(n: int, seed: int, epoch: int) -> np.ndarray:
 
 def train_epoch(
     state: LoopState,
-    x: Array,
-    y: Array,
+    source: Source,
     order: np.ndarray,
     batch_size: int,
+    seed: int = 0,
     progress: bool = False,
-) -> dict[str, float]:
-    """One pass over ``x[order]`` in mini-batches; returns the mean training loss and top-1/top-5 error.
+) -> dict[str, Any]:
+    """One pass over ``source`` in the order ``order``, in mini-batches; returns the training loss and errors.
 
+    A source with augmentation gets, for batch b of epoch e, a generator seeded by (seed, e, b).
     Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite.
     """
     model, loss, optimizer = state.model, state.loss, state.optimizer
     n = len(order)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, unit="img", unit_scale=True, desc=f"epoch {state.epoch + 1}/{state.epochs}", leave=False,
-                   dynamic_ncols=True)
-    total = top1 = top5 = 0.0
-    seen = 0
+    bar = _bar(progress, n, f"epoch {state.epoch + 1}/{state.epochs}")
+    tally = _Tally()
+    k = 0
     try:
         for b, start in enumerate(range(0, n, batch_size)):
-            idx = order[start : start + batch_size]
-            xb, yb = x[idx], y[idx]
+            rng = np.random.default_rng([seed, AUGMENT_STREAM, state.epoch, b]) if source.random else None
+            xb, yb = source.take(order[start : start + batch_size], rng)
             scores = model.forward(xb, train=True)
             value = loss.forward(scores, yb)
             if not math.isfinite(value):
                 raise TrainingDiverged(f"the loss became {value} in epoch {state.epoch + 1}, batch {b + 1}", state.epoch)
             model.backward(loss.backward())
             optimizer.step()
-            total += value * len(yb)
-            top1 += topk_wrong(scores, yb, 1)
-            top5 += topk_wrong(scores, yb, 5)
-            seen += len(yb)
+            k = int(np.prod(scores.shape[1:]))
+            tally.add(scores, yb, value, confusion=False)
             if bar is not None:
                 bar.update(len(yb))
                 if b % 10 == 0:
-                    bar.set_postfix(loss=f"{total / seen:.4f}", err=f"{100 * top1 / seen:.2f}%")
+                    bar.set_postfix(loss=f"{tally.total / tally.seen:.4f}", err=f"{100 * tally.top1 / tally.seen:.2f}%")
     finally:
         if bar is not None:
             bar.close()
-    return {"loss": total / seen, "top1_error": top1 / seen, "top5_error": top5 / seen}
+    return tally.result(k)
 
 
 def check_finite(model: Model, record: dict[str, Any], epoch: int) -> None:
     """Raise :class:`TrainingDiverged` when an epoch left non-finite losses or parameters."""
-    bad = [k.replace("_", " ") for k in ("train_loss", "test_loss") if k in record and not math.isfinite(record[k])]
+    bad = [k.replace("_", " ") for k, v in record.items() if k.endswith("_loss") and not math.isfinite(v)]
     bad += [f"parameter {name}" for name, p in model.params.items() if not np.isfinite(p).all()]
     if bad:
         raise TrainingDiverged(f"{', '.join(bad[:3])} became non-finite in epoch {epoch + 1}", epoch)
@@ -155,14 +210,13 @@ def run_epochs(
     model: Model,
     loss: LossFunction,
     optimizer: Any,
-    x: Array,
-    y: Array,
+    train: Source | tuple[Array, Array],
     *,
     epochs: int,
     batch_size: int,
     seed: int,
     lr_at: Callable[[int], float] | None = None,
-    test: tuple[Array, Array] | None = None,
+    evaluate_on: dict[str, Source | tuple[Array, Array]] | None = None,
     eval_batch_size: int = 1000,
     start_epoch: int = 0,
     records: list[dict[str, Any]] | None = None,
@@ -171,9 +225,10 @@ def run_epochs(
 ) -> LoopState:
     """Train epochs ``start_epoch .. epochs-1``; returns the final :class:`LoopState` (records included).
 
-    ``lr_at(epoch)`` gives each epoch's learning rate (the optimiser's own is kept without it); ``test``
-    is evaluated after every epoch (``test_*`` keys of the record); ``records`` are those of the epochs
-    before ``start_epoch`` (a resumed run).
+    ``train``: a source or ``(x, y)`` arrays. ``lr_at(epoch)`` gives each epoch's learning rate (the
+    optimiser's own is kept without it). ``evaluate_on`` names the sets evaluated after every epoch, e.g.
+    ``{"val": ..., "test": ...}`` (record keys ``val_loss``, ``test_top1_error`` ...). ``records`` are those
+    of the epochs before ``start_epoch`` (a resumed run).
 
     Examples
     --------
@@ -183,14 +238,16 @@ def run_epochs(
     >>> rng = np.random.default_rng(0)
     >>> net = Linear(4, 2, rng=rng)
     >>> x = rng.standard_normal((64, 4)).astype(np.float32); y = (x[:, 0] > 0).astype(int)
-    >>> state = run_epochs(net, SoftmaxCrossEntropy(), SGD(net, lr=0.5), x, y, epochs=5, batch_size=16, seed=0)
+    >>> state = run_epochs(net, SoftmaxCrossEntropy(), SGD(net, lr=0.5), (x, y), epochs=5, batch_size=16, seed=0)
     >>> [r["epoch"] for r in state.records], state.records[-1]["train_loss"] < state.records[0]["train_loss"]
     ([1, 2, 3, 4, 5], True)
     """
+    source = as_source(train)
+    sets = {name: as_source(data) for name, data in (evaluate_on or {}).items()}
     state = LoopState(model, loss, optimizer, start_epoch, epochs, list(records or []))
     for cb in callbacks:
         cb.on_train_begin(state)
-    n = len(y)
+    n = len(source)
     for epoch in range(start_epoch, epochs):
         state.epoch = epoch
         if lr_at is not None:
@@ -199,13 +256,13 @@ def run_epochs(
         for cb in callbacks:
             cb.on_epoch_begin(state)
         t0 = time.perf_counter()
-        train = train_epoch(state, x, y, shuffled(n, seed, epoch), batch_size, progress)
+        result = train_epoch(state, source, shuffled(n, seed, epoch), batch_size, seed, progress)
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.lr, "seconds": round(seconds, 3),
                                   "images_per_s": round(n / max(seconds, 1e-9), 1)}
-        record.update({f"train_{k}": v for k, v in train.items()})
-        if test is not None:
-            record.update({f"test_{k}": v for k, v in evaluate(model, loss, test[0], test[1], eval_batch_size).items()})
+        record.update({f"train_{k}": v for k, v in result.items()})
+        for name, data in sets.items():
+            record.update({f"{name}_{k}": v for k, v in evaluate(model, loss, data, None, eval_batch_size, progress).items()})
         check_finite(model, record, epoch)  # never hand a diverged model to the callbacks (checkpoints)
         state.records.append(record)
         for cb in callbacks:

@@ -1,27 +1,150 @@
-"""From a configuration to a trained model file: data loading, preprocessing, model, trainer; eval; predict."""
+"""From a configuration to a trained model file (``cnnkit train``), and the model-file commands (``eval``, ``predict``).
+
+The data side checks what a user's own data can get wrong before any training: a test folder's classes
+are matched by name onto the training classes, a missing test split is an error unless a validation split
+is asked for, and the network must give one output per class.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnkit.data.source import ArraySource, Source, SubsetSource
+from cnnkit.data.subset import parse_subset
+from cnnkit.errors import MismatchError
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.loop import evaluate
 from cnnkit.train.trainer import Trainer
 
 
-def load_split(data: str, split: str, data_dir: str | None, download: bool = False) -> Any:
-    """A dataset split by name (mnist, fashion-mnist, cifar10) or an image-folder path (``<path>/<split>`` if present)."""
-    from cnnkit import data as cdata
+@dataclass
+class Data:
+    """The training set (and the test set, if there is one) of a run, as sources of preprocessed batches."""
 
-    path = Path(data)
+    train: Source
+    test: Source | None
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    preprocess: dict[str, Any]
+
+
+def _folder_options(config: TrainConfig) -> tuple[str, tuple[int, int] | None]:
+    """Colour and size for an image folder: the flags, else what the model takes."""
+    from cnnkit.data.images import color_for, parse_size
+    from cnnkit.models import model_input
+
+    named_shape, channels = model_input(config.model)
+    color = config.color or (color_for(channels) if channels in (1, 3) else "rgb")
+    size = parse_size(config.size) if config.size else (named_shape[:2] if named_shape else None)
+    return color, size
+
+
+def _map_classes(test: Any, train_classes: Sequence[str], where: str, against: str = "the training data") -> Any:
+    """``test`` with its labels renumbered by class name onto ``train_classes`` (a test split may hold a subset)."""
+    from cnnkit.data import Dataset
+
+    unknown = [c for c in test.classes if c not in train_classes]
+    if unknown:
+        raise MismatchError(
+            f"{where} has classes {against} does not know: {unknown[:10]} (its classes: {list(train_classes)[:10]})"
+        )
+    mapping = np.array([list(train_classes).index(c) for c in test.classes], dtype=np.int64)
+    return Dataset(test.images, mapping[test.labels], tuple(train_classes), test.name)
+
+
+def load_data(config: TrainConfig, data_dir: str | None, download: bool = False, need_test: bool = True) -> Data:
+    """The run's data: a registered dataset (mnist, fashion-mnist, cifar10) or an image folder.
+
+    A folder with ``train/`` and ``test/`` sub-folders gives both splits (test classes matched by name);
+    a folder without ``test/`` has no test split, which is an error unless ``need_test`` is False (a
+    validation split was asked for).
+    """
+    from cnnkit import data as cdata
+    from cnnkit.data.augment import parse as parse_augment
+
+    path = Path(config.data)
     if path.is_dir():
-        root = path / split if (path / split).is_dir() else path
-        return cdata.load_image_folder(root)
-    return cdata.load_dataset(data, split, data_dir, download=download)
+        return _load_folder(config, path, need_test)
+    else:
+        train_set = cdata.load_dataset(config.data, "train", data_dir, download=download)
+        test_set = cdata.load_dataset(config.data, "test", data_dir, download=download)
+    # statistics come from the whole training split, also when a subset is trained on (MatConvNet: the mean of all
+    # 60,000 MNIST training images); never from test images
+    pre = cdata.Preprocessor(config.preprocess or "scale").fit(train_set.images)
+    subset = config.train_range if config.train_range else config.train_limit
+    train_set = train_set.subset(cdata.parse_subset(subset, len(train_set)))
+    if test_set is not None and config.test_limit:
+        test_set = test_set.subset(slice(0, config.test_limit))
+    dtype = np.dtype(config.dtype)
+
+    def transform(images: np.ndarray) -> Any:
+        return pre.transform(images, dtype=dtype)
+
+    augment = parse_augment(config.augment) if config.augment else None
+    train = ArraySource(train_set.images, train_set.labels, train_set.classes, transform, augment)
+    test = ArraySource(test_set.images, test_set.labels, test_set.classes, transform) if test_set is not None else None
+    return Data(train, test, tuple(train_set.classes), train_set.image_shape, pre.to_dict())
+
+
+def _load_folder(config: TrainConfig, path: Path, need_test: bool) -> Data:
+    """An image folder (``path/train`` and ``path/test`` when present), decoded lazily batch by batch."""
+    from cnnkit.data import Preprocessor
+    from cnnkit.data.augment import parse as parse_augment
+    from cnnkit.data.folder import ImageFolder, MixedSizesError
+
+    color, size = _folder_options(config)
+    train_root = path / "train" if (path / "train").is_dir() else path
+    test_root = path / "test" if (path / "test").is_dir() else None
+    if test_root is None and need_test:
+        raise MismatchError(
+            f"{path} has no test/ sub-folder, so there is nothing to measure test error on (the training images "
+            f"would be their own test); use --val-split 0.1 to hold out part of them, or put a test/ folder next to train/"
+        )
+    try:
+        train = ImageFolder(train_root, color=color, size=size)
+        test = None
+        if test_root is not None:
+            unknown = sorted(set(find_class_names(test_root)) - set(train.classes))
+            if unknown:
+                raise MismatchError(
+                    f"{test_root} has classes the training data does not: {unknown[:10]} (training classes: {list(train.classes)[:10]})"
+                )
+            test = ImageFolder(test_root, color=color, size=size, classes=train.classes)
+            if test.image_shape != train.image_shape:
+                raise MismatchError(f"{test_root} images are {test.image_shape}, the training images {train.image_shape}: "
+                                    f"give --size HxW to resize both to one size")
+        pre = Preprocessor(config.preprocess or "scale")
+        pre.fit_batches(train.batches)  # every training image, as for a registered dataset
+    except MixedSizesError as exc:
+        raise MismatchError(f"{exc.path} is {exc.shape[0]}x{exc.shape[1]} but {exc.first} is {exc.first_shape[0]}x"
+                            f"{exc.first_shape[1]}: give --size HxW to resize every image to one size") from None
+    dtype = np.dtype(config.dtype)
+
+    def transform(images: np.ndarray) -> Any:
+        return pre.transform(images, dtype=dtype)
+
+    train.transform = test_transform = transform
+    train.augment = parse_augment(config.augment) if config.augment else None
+    source: Source = train
+    subset = config.train_range if config.train_range else config.train_limit
+    if subset is not None:
+        source = SubsetSource(train, parse_subset(subset, len(train)))
+    test_source: Source | None = None
+    if test is not None:
+        test.transform = test_transform
+        test_source = test if not config.test_limit else SubsetSource(test, np.arange(min(config.test_limit, len(test))))
+    return Data(source, test_source, tuple(train.classes), train.image_shape, pre.to_dict())
+
+
+def find_class_names(root: Path) -> list[str]:
+    """The class sub-folder names of an image folder."""
+    from cnnkit.data.folder import find_images
+
+    return list(find_images(root)[0])
 
 
 def train(
@@ -33,95 +156,136 @@ def train(
     download: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Run a training configuration end to end; writes ``out/model.npz`` at the end. Returns the last epoch's record."""
-    from cnnkit.data import Preprocessor, parse_subset
+    """Run a training configuration end to end; writes ``out/model.npz`` (and ``best.npz`` with ``keep_best``).
+
+    Returns the last epoch's record; with ``keep_best`` it also holds ``best_epoch`` and the best model's
+    ``best_test_*`` figures.
+    """
     from cnnkit.models import create, resolve
-    from cnnkit.models.file import save_model
+    from cnnkit.models.file import load_model, save_model
     from cnnkit.nn import SoftmaxCrossEntropy
+    from cnnkit.train.fit import check_fits, evaluate
 
-    train_set = load_split(config.data, "train", data_dir, download)
-    try:
-        test_set = load_split(config.data, "test", data_dir, download)
-    except FileNotFoundError:
-        test_set = None
-    # statistics come from the training split only (MatConvNet: the mean of all 60,000 MNIST training images)
-    pre = Preprocessor(config.preprocess).fit(train_set.images)
-    subset = config.train_range if config.train_range else config.train_limit
-    idx = parse_subset(subset, len(train_set))
+    config = config.resolved()
+    data = load_data(config, data_dir, download, need_test=config.val_split is None)
+    model_def = resolve(config.model, data.image_shape)
     dtype = np.dtype(config.dtype)
-    x_train = pre.transform(train_set.images[idx], dtype=dtype)
-    y_train = train_set.labels[idx]
-    if test_set is not None and config.test_limit:
-        test_set = test_set.subset(slice(0, config.test_limit))
-    x_test = pre.transform(test_set.images, dtype=dtype) if test_set is not None else None
-    y_test = test_set.labels if test_set is not None else None
+    model = create(config.model, np.random.default_rng(config.seed), dtype, input_shape=data.image_shape)
+    check_fits(model, data.train)
+    if config.init_from and not (resume and (Path(out) / "checkpoint.npz").exists()):
+        start = load_model(config.init_from)
+        try:
+            model.load_state_dict(start.network.state_dict())
+        except ValueError as exc:
+            raise MismatchError(f"--init-from {config.init_from}: its weights do not fit --model {config.model}: {exc}") from None
+    meta = {"data": config.data, "model": config.model}
 
-    model_def = resolve(config.model, train_set.image_shape)
-    model = create(config.model, np.random.default_rng(config.seed), dtype, input_shape=train_set.image_shape)
+    def save(m: Any, name: str) -> None:
+        save_model(Path(out) / name, m, input_shape=data.image_shape, classes=list(data.classes), preprocess=data.preprocess,
+                   extra=meta, spec=model_def.spec)
 
-    test = (x_test, y_test) if x_test is not None and y_test is not None else None
-    trainer = Trainer(config, model, SoftmaxCrossEntropy(), (x_train, y_train), test, out, progress=progress, log=log)
-    record = trainer.run(resume=resume)
-    save_model(trainer.run_dir.model_path, model, model_def.spec, train_set.image_shape, list(train_set.classes),
-               pre.to_dict(), {"data": config.data, "model": config.model})
+    trainer = Trainer(config, model, SoftmaxCrossEntropy(), data.train, data.test, out, progress=progress, log=log,
+                      save_best=lambda m: save(m, "best.npz"))
+    record = dict(trainer.run(resume=resume))
+    save(model, "model.npz")
+    if trainer.keep_best is not None and trainer.keep_best.best_epoch is not None:
+        record["best_epoch"] = trainer.keep_best.best_epoch
+        if data.test is not None:
+            best = load_model(Path(out) / "best.npz").network
+            for k, v in evaluate(best, data.test, batch_size=config.eval_batch_size).items():
+                record[f"best_test_{k}"] = v
     return record
 
 
-def evaluate_model_file(
-    path: str | Path, data: str | None, split: str, data_dir: str | None, batch_size: int = 1000
-) -> dict[str, Any]:
-    """Loss and top-1/top-5 error of a saved model on a dataset split."""
-    from cnnkit.data import Preprocessor
-    from cnnkit.models.file import load_model
-    from cnnkit.nn import SoftmaxCrossEntropy
-
-    model, pre_d, meta = load_model(path)
-    data = data or meta.get("data")
-    if not data:
+def _model_data(meta: dict[str, Any], data: str | None, path: Any) -> str:
+    chosen = data or meta.get("data")
+    if not chosen:
         raise ValueError(f"{path} does not record its dataset; pass --data")
-    ds = load_split(data, split, data_dir)
-    if ds.image_shape != tuple(meta["input_shape"]):
-        raise ValueError(f"{data}/{split} images are {ds.image_shape}; the model expects {tuple(meta['input_shape'])}")
-    pre = Preprocessor.from_dict(pre_d)
-    x = pre.transform(ds.images, dtype=model.dtype)
-    metrics = evaluate(model, SoftmaxCrossEntropy(), x, ds.labels, batch_size)
-    return {"data": data, "split": split, "n": len(ds), **metrics}
+    return str(chosen)
 
 
-def _read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
-    """One image as uint8 (H, W, C) of the model's input shape: .npy arrays, or PNG/JPEG through Pillow."""
-    if path.suffix.lower() == ".npy":
-        arr = np.load(path, allow_pickle=False)
-    else:
-        from cnnkit.data.folder import require_pillow
+def evaluate_model_file(
+    path: str | Path, data: str | None, split: str, data_dir: str | None, batch_size: int = 1000,
+    color: str | None = None, size: str | None = None, progress: bool = False,
+) -> dict[str, Any]:
+    """Loss, errors, accuracy and confusion matrix of a saved model on a dataset split.
 
-        Image = require_pillow()  # the PIL.Image module
-        with Image.open(path) as im:
-            im = im.convert("L" if shape[2] == 1 else "RGB")
-            if im.size != (shape[1], shape[0]):
-                im = im.resize((shape[1], shape[0]))
-            arr = np.asarray(im)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if tuple(arr.shape) != tuple(shape):
-        raise ValueError(f"{path}: image has shape {arr.shape}; the model expects {tuple(shape)}")
-    return arr
-
-
-def predict_files(path: str | Path, files: Sequence[str], top: int = 3) -> list[dict[str, Any]]:
-    """Classify image files with a saved model: the best class and the ``top`` probabilities per file."""
+    The data's class names must be the model's (or a subset of them, matched by name); MismatchError otherwise.
+    """
+    from cnnkit import data as cdata
     from cnnkit.data import Preprocessor
+    from cnnkit.data.images import color_for, parse_size
     from cnnkit.models.file import load_model
-    from cnnkit.ops.activation import softmax
+    from cnnkit.train.fit import evaluate
 
-    model, pre_d, meta = load_model(path)
-    shape = tuple(meta["input_shape"])
-    classes = meta["classes"]
-    images = np.stack([_read_image(Path(f), shape) for f in files])  # (N, H, W, C) uint8
-    x = Preprocessor.from_dict(pre_d).transform(images, dtype=model.dtype)
-    probs = softmax(model.forward(x, train=False).reshape(len(files), -1))
-    out = []
-    for f, p in zip(files, probs):
-        order = np.argsort(-p)[:top]
-        out.append({"file": str(f), "class": classes[order[0]], "top": [(classes[i], float(p[i])) for i in order]})
-    return out
+    model_file = load_model(path)
+    net, shape, classes = model_file.network, model_file.input_shape, model_file.classes
+    name = _model_data(model_file.meta, data, path)
+    pre = Preprocessor.from_dict(model_file.preprocess) if model_file.preprocess else None
+    dtype = net.dtype
+
+    def transform(images: np.ndarray) -> Any:
+        return pre.transform(images, dtype=dtype) if pre is not None else images.astype(dtype)
+
+    folder = Path(name)
+    source: Source
+    if folder.is_dir():
+        from cnnkit.data.folder import ImageFolder
+
+        root = folder / split if (folder / split).is_dir() else folder
+        c = color or (color_for(shape[-1]) if shape else "rgb")
+        s = parse_size(size) if size else (shape[:2] if shape and len(shape) == 3 else None)
+        unknown = sorted(set(find_class_names(root)) - set(classes or []))
+        if classes is not None and unknown:
+            raise MismatchError(f"{root} has classes the model does not know: {unknown[:10]} (its classes: {classes[:10]})")
+        images = ImageFolder(root, color=c, size=s, transform=transform, classes=classes)
+        source, image_shape, n = images, images.image_shape, len(images)
+    else:
+        ds = cdata.load_dataset(name, split, data_dir)
+        if classes is not None and list(ds.classes) != list(classes):
+            ds = _map_classes(ds, classes, f"{name}/{split}", against="the model")
+        source, image_shape, n = ArraySource(ds.images, ds.labels, ds.classes, transform), ds.image_shape, len(ds)
+    if shape is not None and image_shape != tuple(shape):
+        raise MismatchError(f"{name}/{split} images are {image_shape}; the model expects {tuple(shape)}")
+    metrics = evaluate(net, source, batch_size=batch_size, progress=progress)
+    return {"data": name, "split": split, "n": n, **metrics}
+
+
+def predict_files(
+    path: str | Path, files: Sequence[str], top: int = 3, batch_size: int = 256, color: str | None = None, size: str | None = None
+) -> list[dict[str, Any]]:
+    """Classify image files with a saved model: the best class and the ``top`` probabilities per file.
+
+    Images are decoded as training decoded them (the model's colour, resized bilinearly to its input size);
+    ``.npy`` arrays must already have the input size.
+    """
+    from cnnkit.data import Preprocessor
+    from cnnkit.data.images import color_for, decode_image, parse_size
+    from cnnkit.models.file import load_model
+    from cnnkit.train.fit import predict
+
+    model_file = load_model(path)
+    net, shape = model_file.network, model_file.input_shape
+    if shape is None or len(shape) != 3:
+        raise MismatchError(f"{path} does not record an image input shape (H, W, C), so image files cannot be fed to it")
+    classes = model_file.classes or [str(i) for i in range(net.output_shape(shape)[-1])]
+    out_k = int(np.prod(net.output_shape(shape)))
+    if out_k != len(classes):
+        raise MismatchError(f"{path}: the network gives {out_k} outputs but the file names {len(classes)} classes")
+    if color is not None and color != color_for(shape[2]):
+        raise MismatchError(f"the model takes {color_for(shape[2])} images ({shape[2]} channel(s)); --color {color} would not fit it")
+    if size is not None and parse_size(size) != tuple(shape[:2]):
+        raise MismatchError(
+            f"the model takes {shape[0]}x{shape[1]} images; --size {size} would not fit it (images are resized to its size anyway)"
+        )
+    color = color_for(shape[2])
+    pre = Preprocessor.from_dict(model_file.preprocess) if model_file.preprocess else None
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = np.stack([decode_image(f, color, (shape[0], shape[1])) for f in chunk])
+        x = pre.transform(images, dtype=net.dtype) if pre is not None else images.astype(net.dtype)
+        for f, p in zip(chunk, np.asarray(predict(net, x))):
+            order = np.argsort(-p)[: max(1, min(top, len(classes)))]
+            results.append({"file": str(f), "class": classes[order[0]], "top": [(classes[i], float(p[i])) for i in order]})
+    return results

@@ -10,7 +10,7 @@ then ``metrics.jsonl``, then the plot.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from cnnkit.train.loop import Callback, LoopState
 class RunDirectory(Callback):
     """The files of one run in ``path``; ``config`` is the run's :class:`TrainConfig`."""
 
-    def __init__(self, path: str | Path, config: TrainConfig, title: str = "") -> None:
+    def __init__(self, path: str | Path, config: TrainConfig, title: str = "", stateful: Sequence[Any] = ()) -> None:
         self.path = Path(path)
         self.config = config
         self.title = title
+        #: callbacks whose ``state_dict`` goes into every checkpoint and is restored on resume
+        self.stateful = [cb for cb in stateful if hasattr(cb, "state_dict")]
 
     @property
     def checkpoint_path(self) -> Path:
@@ -63,11 +65,16 @@ class RunDirectory(Callback):
         return 0, []
 
     def _resume(self, model: Model, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
-        saved_cfg = json.loads(self.config_path.read_text())
-        if TrainConfig.from_dict(saved_cfg) != self.config:
-            diff = {k: (saved_cfg.get(k), v) for k, v in self.config.to_dict().items() if saved_cfg.get(k) != v}
+        saved = TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+        diff = saved.differences(self.config)
+        if diff:
             raise ValueError(f"--resume: the run in {self.path} was started with other settings (saved, now): {diff}")
         meta = load_checkpoint(self.checkpoint_path, model, optimizer)
+        states = meta.get("callbacks") or []
+        for cb, st in zip(self.stateful, states):
+            cb.load_state_dict(st)
+        if saved.epochs != self.config.epochs:  # --resume --epochs N: the run's settings now say N
+            atomic_write_text(self.config_path, json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
         remove_stale_temporaries(self.path)  # a kill -9 in the middle of an atomic write
         done = int(meta["epoch"])
         # the checkpoint carries the records of its epochs: a kill between writing the checkpoint and
@@ -80,12 +87,15 @@ class RunDirectory(Callback):
             records = []
         records = [r for r in records if r["epoch"] <= done]
         self.write_metrics(records)
+        if meta.get("stopped"):  # ended by early stopping: there is nothing left to run
+            return max(done, self.config.epochs), records
         return done, records
 
     # -- after every epoch --------------------------------------------------------------------
     def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
         save_checkpoint(self.checkpoint_path, state.model, state.optimizer, state.epoch + 1,
-                        {"config": self.config.to_dict(), "records": state.records})
+                        {"config": self.config.to_dict(), "records": state.records,
+                         "callbacks": [cb.state_dict() for cb in self.stateful], "stopped": state.stop})
         self.write_metrics(state.records)
         self.plot(state.records)
 
@@ -117,6 +127,9 @@ class EpochLog(Callback):
     def line(r: dict[str, Any]) -> str:
         s = (f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} err {100 * r['train_top1_error']:.2f}%  "
              f"{r['images_per_s']:.0f} img/s")
-        if "test_loss" in r:
-            s += f"  | test loss {r['test_loss']:.4f} err {100 * r['test_top1_error']:.2f}% top5 {100 * r['test_top5_error']:.2f}%"
+        for name in ("val", "test"):
+            if f"{name}_loss" in r:
+                s += f"  | {name} loss {r[f'{name}_loss']:.4f} err {100 * r[f'{name}_top1_error']:.2f}%"
+                if f"{name}_top5_error" in r:
+                    s += f" top5 {100 * r[f'{name}_top5_error']:.2f}%"
         return s

@@ -1,24 +1,29 @@
-"""A training run as configured: the loop (:mod:`cnnkit.train.loop`) writing a run directory
+"""A training run as configured: :func:`~cnnkit.train.fit.fit` writing a run directory
 (:mod:`cnnkit.train.rundir`), with exact resume after an interruption (even ``kill -9``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cnnkit.backend import Array
+from cnnkit.data.source import Source
 from cnnkit.protocols import LossFunction, Model
+from cnnkit.train.callbacks import EarlyStopping, KeepBest
 from cnnkit.train.config import TrainConfig
-from cnnkit.train.loop import TrainingDiverged, run_epochs
+from cnnkit.train.fit import fit
+from cnnkit.train.loop import Callback, TrainingDiverged
 from cnnkit.train.rundir import EpochLog, RunDirectory
 
 
 class Trainer:
-    """Trains ``model`` with ``loss`` on preprocessed arrays as ``config`` says; writes the run directory ``out``.
+    """Trains ``model`` with ``loss`` as ``config`` says; writes the run directory ``out``.
 
-    ``train`` and ``test`` are ``(x, labels)`` pairs (``test`` may be None). The optimiser is built from the
-    configuration when the trainer is, so it can be inspected (or wrapped) before :meth:`run`.
+    ``train``, ``test`` and ``validation`` are sources or ``(x, labels)`` pairs (``test`` and ``validation``
+    may be None). With ``config.val_split`` the validation set is held out of ``train``. The optimiser is
+    built from the configuration when the trainer is, so it can be inspected (or wrapped) before :meth:`run`.
+    ``save_best(model)`` writes the best model when ``config.keep_best`` is set.
     """
 
     def __init__(
@@ -26,33 +31,50 @@ class Trainer:
         config: TrainConfig,
         model: Model,
         loss: LossFunction,
-        train: tuple[Array, Array],
-        test: tuple[Array, Array] | None,
+        train: Source | tuple[Array, Array],
+        test: Source | tuple[Array, Array] | None,
         out: str | Path,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        *,
+        validation: Source | tuple[Array, Array] | None = None,
+        callbacks: Sequence[Callback] = (),
+        save_best: Callable[[Any], None] | None = None,
     ) -> None:
-        self.config, self.model, self.loss = config, model, loss
-        self.train, self.test = train, test
-        self.run_dir = RunDirectory(out, config, title=f"{config.model} on {config.data}")
+        self.config = config.resolved()
+        self.model, self.loss = model, loss
+        self.train, self.test, self.validation = train, test, validation
         self.progress, self.log = progress, log
-        self.optimizer = config.make_optimizer(model)
+        self.optimizer = self.config.make_optimizer(model)
+        self.callbacks: list[Callback] = list(callbacks)
+        watched = self.config.val_split is not None or validation is not None
+        if self.config.early_stopping is not None:
+            if not watched:
+                raise ValueError("early stopping watches the validation loss: give --val-split (or validation data)")
+            self.callbacks.append(EarlyStopping("val_loss", patience=self.config.early_stopping))
+        self.keep_best: KeepBest | None = None
+        if self.config.keep_best:
+            if not watched:
+                raise ValueError("--keep-best keeps the model with the lowest validation loss: give --val-split (or validation data)")
+            self.keep_best = KeepBest("val_loss", save=save_best)
+            self.callbacks.append(self.keep_best)
+        self.run_dir = RunDirectory(out, self.config, title=f"{self.config.model} on {self.config.data}", stateful=self.callbacks)
         self.records: list[dict[str, Any]] = []
 
     def run(self, resume: bool = False) -> dict[str, Any]:
-        """Train for ``config.epochs`` epochs (continuing a checkpoint when ``resume``); returns the last record."""
+        """Train up to ``config.epochs`` epochs (continuing a checkpoint when ``resume``); returns the last record."""
         cfg = self.config
         start, self.records = self.run_dir.start(self.model, self.optimizer, resume)
         if start:
             self.log(f"resuming {self.run_dir.path} after epoch {start}")
         try:
-            state = run_epochs(
-                self.model, self.loss, self.optimizer, *self.train,
-                epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, lr_at=cfg.make_schedule().lr_at,
-                test=self.test, eval_batch_size=cfg.eval_batch_size, start_epoch=start, records=self.records,
-                callbacks=[self.run_dir, EpochLog(self.log)], progress=self.progress,
+            history = fit(
+                self.model, self.train, cfg.epochs, cfg.batch_size, self.loss, self.optimizer,
+                validation_data=self.validation, validation_split=cfg.val_split, test_data=self.test,
+                callbacks=[*self.callbacks, self.run_dir, EpochLog(self.log)], seed=cfg.seed, schedule=cfg.make_schedule(),
+                initial_epoch=start, records=self.records, eval_batch_size=cfg.eval_batch_size, progress=self.progress,
             )
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{exc}; {self.run_dir.kept(exc.epoch)}", exc.epoch) from None
-        self.records = state.records
+        self.records = history.records
         return self.records[-1] if self.records else {}

@@ -1,0 +1,181 @@
+"""A network's architecture as plain data (JSON-able), and the network built back from it.
+
+Every cnnkit layer describes itself with :meth:`~cnnkit.nn.base.Layer.config` (its constructor's
+arguments); containers are described by their children. A layer used at several places (weight sharing)
+is written once and referred to by the path of its first use (``{"ref": "0.body"}``), as is a layer named
+in another's configuration (the MaxPool2d a MaxUnpool2d mirrors). Reading accepts only cnnkit's own
+layer classes and only their constructors' argument names, so a file from a stranger can describe a
+network but never name code to run; nesting depth and layer count are bounded.
+
+Examples
+--------
+>>> import numpy as np
+>>> from cnnkit.nn import Conv2d, ReLU, Sequential
+>>> net = Sequential(Conv2d(1, 4, 3, rng=np.random.default_rng(0)), ReLU())
+>>> data = to_data(net)
+>>> data["class"], [c["class"] for _, c in data["children"]]
+('Sequential', ['Conv2d', 'ReLU'])
+>>> again = from_data(data)
+>>> again[0].params["weight"].shape
+(3, 3, 1, 4)
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import ModelFileError, quote
+from cnnkit.nn.base import Layer
+from cnnkit.nn.container import Concat, Container, Residual, Sequential
+
+MAX_DEPTH = 64
+"""Deepest nesting of containers accepted when reading."""
+MAX_LAYERS = 100_000
+"""Most layers accepted when reading."""
+
+
+def layer_classes() -> dict[str, type[Layer]]:
+    """The classes an architecture may name: every layer exported by :mod:`cnnkit.nn`."""
+    import cnnkit.nn as nn
+
+    out: dict[str, type[Layer]] = {}
+    for name in nn.__all__:
+        obj = getattr(nn, name)
+        if isinstance(obj, type) and issubclass(obj, Layer) and obj not in (Layer, Container):
+            out[name] = obj
+    return out
+
+
+def to_data(net: Layer) -> dict[str, Any]:
+    """The architecture of ``net`` as JSON-able data (no weights).
+
+    Raises NotImplementedError for a layer class that does not describe its configuration.
+    """
+    paths: dict[int, str] = {}
+    known = layer_classes()
+
+    def walk(layer: Layer, path: str) -> dict[str, Any]:
+        if id(layer) in paths:
+            return {"ref": paths[id(layer)]}
+        paths[id(layer)] = path
+        cls = type(layer).__name__
+        if known.get(cls) is not type(layer):
+            raise NotImplementedError(f"{cls} at {path or 'the top'} is not a cnnkit layer, so its architecture cannot be saved as data")
+        if isinstance(layer, Container):
+            children = [[name, walk(child, f"{path}.{name}" if path else name)] for name, child in layer.named_children()]
+            return {"class": cls, "children": children}
+        config = {k: _value(v, paths, f"{cls}.{k}") for k, v in layer.config().items()}
+        return {"class": cls, "config": config}
+
+    return walk(net, "")
+
+
+def _value(v: Any, paths: dict[int, str], what: str) -> Any:
+    if isinstance(v, Layer):
+        if id(v) not in paths:
+            raise NotImplementedError(f"{what} names a layer that comes later or is not part of the network")
+        return {"ref": paths[id(v)]}
+    if isinstance(v, tuple):
+        return [_value(e, paths, what) for e in v]
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    return v
+
+
+def from_data(data: Any, dtype: Any = None, rng: np.random.Generator | None = None) -> Layer:
+    """Build the network an architecture describes (fresh weights; load a state dict into it after).
+
+    Raises :class:`~cnnkit.errors.ModelFileError` naming the place of anything malformed: an unknown
+    class, an argument its constructor does not take, a reference to nothing, too deep or too many layers.
+    """
+    classes = layer_classes()
+    built: dict[str, Layer] = {}
+    count = [0]
+    rng = rng if rng is not None else np.random.default_rng(0)
+
+    def fail(path: str, why: str) -> ModelFileError:
+        return ModelFileError(f"architecture, at {path or 'the top'}: {why}")
+
+    def resolve(ref: Any, path: str) -> Layer:
+        if not isinstance(ref, str) or ref not in built:
+            raise fail(path, f"reference {quote(ref, 80)} names no earlier layer")
+        return built[ref]
+
+    def arg(v: Any, path: str) -> Any:
+        if isinstance(v, dict):
+            if set(v) != {"ref"}:
+                raise fail(path, f"unexpected object {quote(v, 80)} as an argument")
+            return resolve(v["ref"], path)
+        if isinstance(v, list):
+            return [arg(e, path) for e in v]
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        raise fail(path, f"unexpected value {quote(v, 80)}")
+
+    def walk(node: Any, path: str, depth: int) -> Layer:
+        if depth > MAX_DEPTH:
+            raise fail(path, f"nested more than {MAX_DEPTH} containers deep")
+        count[0] += 1
+        if count[0] > MAX_LAYERS:
+            raise fail(path, f"more than {MAX_LAYERS} layers")
+        if not isinstance(node, dict):
+            raise fail(path, f"expected an object, got {quote(node, 80)}")
+        if set(node) == {"ref"}:
+            return resolve(node["ref"], path)
+        name = node.get("class")
+        cls = classes.get(name) if isinstance(name, str) else None
+        if cls is None:
+            raise fail(path, f"unknown layer class {quote(name, 80)}")
+        if issubclass(cls, Container):
+            children = node.get("children")
+            if not isinstance(children, list) or set(node) != {"class", "children"}:
+                raise fail(path, f"a {name} needs exactly 'class' and a list of 'children'")
+            kids: list[tuple[str, Layer]] = []
+            for item in children:
+                if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                    raise fail(path, f"a child must be [name, layer], got {quote(item, 80)}")
+                kids.append((item[0], walk(item[1], f"{path}.{item[0]}" if path else item[0], depth + 1)))
+            try:
+                layer: Layer = _container(cls, kids)
+            except (TypeError, ValueError) as exc:
+                raise fail(path, str(exc)) from None
+        else:
+            config = node.get("config", {})
+            if not isinstance(config, dict) or not set(node) <= {"class", "config"}:
+                raise fail(path, f"a {name} needs 'class' and an object 'config'")
+            params = inspect.signature(cls.__init__).parameters
+            unknown = sorted(k for k in config if k not in params or k in ("self", "rng", "dtype"))
+            if unknown:
+                raise fail(path, f"{name} takes no argument(s) {unknown[:5]}")
+            kwargs = {k: arg(v, f"{path}.{k}") for k, v in config.items()}
+            if "dtype" in params and dtype is not None:
+                kwargs["dtype"] = dtype
+            if "rng" in params:
+                kwargs["rng"] = rng
+            try:
+                layer = cls(**kwargs)
+            except (TypeError, ValueError) as exc:  # ShapeError is a ValueError
+                raise fail(path, f"{name}: {exc}") from None
+            if dtype is not None and layer.params and "dtype" not in params:
+                layer.astype(dtype)
+        built[path] = layer
+        return layer
+
+    return walk(data, "", 0)
+
+
+def _container(cls: type[Layer], kids: list[tuple[str, Layer]]) -> Layer:
+    names = [n for n, _ in kids]
+    layers = [layer for _, layer in kids]
+    if cls is Sequential or cls is Concat:
+        if names != [str(i) for i in range(len(kids))]:
+            raise ValueError(f"{cls.__name__} children must be named 0, 1, ... in order, got {names[:5]}")
+        return cls(*layers)
+    if cls is Residual:
+        if names not in (["body"], ["body", "shortcut"]):
+            raise ValueError(f"Residual children must be 'body' (and 'shortcut'), got {names}")
+        return Residual(layers[0], layers[1] if len(layers) > 1 else None)
+    raise ValueError(f"{cls.__name__} cannot be rebuilt from data")

@@ -1,0 +1,233 @@
+"""Callbacks for :func:`cnnkit.fit`: early stopping, keeping the best model, learning-rate reduction, logs.
+
+Each is a :class:`~cnnkit.train.loop.Callback`. Those with state (the best value so far, epochs without
+improvement) have ``state_dict``/``load_state_dict``, which a run directory stores in its checkpoint so
+that a resumed run decides exactly as an uninterrupted one would.
+
+Early stopping is the stopping rule of the book (§15.2.3): keep a validation set apart, watch its loss
+(or error) after every epoch, and stop when it has not improved for ``patience`` epochs.
+
+Examples
+--------
+>>> stop = EarlyStopping(patience=2)
+>>> for epoch, val_loss in enumerate([1.0, 0.8, 0.85, 0.9, 0.7]):
+...     stop.update({"epoch": epoch + 1, "val_loss": val_loss})
+...     if stop.should_stop:
+...         break
+>>> stop.best, stop.best_epoch, epoch + 1
+(0.8, 2, 4)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.backend import Array
+from cnnkit.errors import StateError
+from cnnkit.serialize import atomic_write_text
+from cnnkit.train.loop import Callback, LoopState
+
+
+class _Monitor:
+    """Which record entry is watched, and which direction is better."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
+        if mode not in ("min", "max", "auto"):
+            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        if mode == "auto":
+            mode = "max" if monitor.endswith("accuracy") else "min"
+        self.monitor, self.mode, self.min_delta = monitor, mode, abs(float(min_delta))
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def value(self, record: dict[str, Any]) -> float:
+        if self.monitor not in record:
+            have = sorted(k for k in record if k.endswith(("_loss", "_error", "_accuracy")))
+            raise StateError(
+                f"{type(self).__name__}: the epoch's record has no {self.monitor!r} (it has {have}); "
+                f"give validation data (validation_split=... or validation_data=...) or monitor another entry"
+            )
+        return float(record[self.monitor])
+
+    def improved(self, value: float) -> bool:
+        if self.best is None or math.isnan(self.best):
+            return not math.isnan(value)
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.best = None if d.get("best") is None else float(d["best"])
+        self.best_epoch = None if d.get("best_epoch") is None else int(d["best_epoch"])
+
+
+class EarlyStopping(_Monitor, Callback):
+    """Stop when ``monitor`` (default the validation loss) has not improved for ``patience`` epochs.
+
+    ``min_delta``: the smallest change that counts as an improvement. ``restore_best_weights``: at the end,
+    put back the weights of the best epoch (kept in memory).
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0, mode: str = "auto",
+                 restore_best_weights: bool = False) -> None:
+        if int(patience) < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        super().__init__(monitor, mode, min_delta)
+        self.patience = int(patience)
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self.restore_best_weights = restore_best_weights
+        self._weights: dict[str, Array] | None = None
+
+    def update(self, record: dict[str, Any]) -> None:
+        """Take one epoch's record; sets :attr:`should_stop`."""
+        value = self.value(record)
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, int(record["epoch"]), 0
+        else:
+            self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = int(record["epoch"])
+
+    @property
+    def should_stop(self) -> bool:
+        return self.wait >= self.patience
+
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        before = self.best_epoch
+        self.update(record)
+        if self.restore_best_weights and self.best_epoch != before:
+            self._weights = {k: np.array(v, copy=True) for k, v in state.model.state_dict().items()}
+        if self.should_stop:
+            state.stop = True
+
+    def on_train_end(self, state: LoopState) -> None:
+        if self.restore_best_weights and self._weights is not None:
+            state.model.load_state_dict(self._weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        super().load_state_dict(d)
+        self.wait = int(d.get("wait", 0))
+        self.stopped_epoch = None if d.get("stopped_epoch") is None else int(d["stopped_epoch"])
+
+
+class KeepBest(_Monitor, Callback):
+    """Keep the model of the best epoch by ``monitor``: in memory (:attr:`weights`) and, with ``save``, on disk.
+
+    ``save(model)`` is called after each improving epoch (e.g. writing ``best.npz`` atomically).
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", save: Callable[[Any], None] | None = None) -> None:
+        super().__init__(monitor, mode, 0.0)
+        self.save = save
+        self.weights: dict[str, Array] | None = None
+
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        value = self.value(record)
+        if self.improved(value):
+            self.best, self.best_epoch = value, int(record["epoch"])
+            self.weights = {k: np.array(v, copy=True) for k, v in state.model.state_dict().items()}
+            if self.save is not None:
+                self.save(state.model)
+
+
+class ReduceLROnPlateau(_Monitor, Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs.
+
+    The reduction scales whatever rate the epoch would otherwise have (a schedule's), never below ``min_lr``.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 2, min_lr: float = 0.0,
+                 mode: str = "auto", min_delta: float = 0.0) -> None:
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must lie in (0, 1), got {factor}")
+        super().__init__(monitor, mode, min_delta)
+        self.factor, self.patience, self.min_lr = float(factor), int(patience), float(min_lr)
+        self.scale = 1.0
+        self.wait = 0
+
+    def on_epoch_begin(self, state: LoopState) -> None:
+        state.optimizer.lr = max(state.optimizer.lr * self.scale, self.min_lr)
+
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        value = self.value(record)
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, int(record["epoch"]), 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.scale *= self.factor
+            self.wait = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "wait": self.wait, "scale": self.scale}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        super().load_state_dict(d)
+        self.wait, self.scale = int(d.get("wait", 0)), float(d.get("scale", 1.0))
+
+
+class MetricsLog(Callback):
+    """Write every epoch's record to ``path`` as JSON lines (``.jsonl``) or CSV (``.csv``), atomically.
+
+    The whole file is rewritten after each epoch from the records so far, so a resumed run's log matches an
+    uninterrupted one's. Confusion matrices are left out of CSV files.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.suffix not in (".jsonl", ".csv"):
+            raise ValueError(f"MetricsLog: the file must end in .jsonl or .csv, got {self.path.name!r}")
+
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        self.write(state.records)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if self.path.suffix == ".jsonl":
+            atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+            return
+        keys = sorted({k for r in records for k, v in r.items() if not isinstance(v, list)})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        atomic_write_text(self.path, buf.getvalue())
+
+
+class History(Callback):
+    """What :func:`cnnkit.fit` returns: every epoch's record, and each entry as a list (Keras' ``history``)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def on_train_begin(self, state: LoopState) -> None:
+        self.records = list(state.records)
+
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    @property
+    def history(self) -> dict[str, list[Any]]:
+        keys = [k for k in (self.records[0] if self.records else {}) if k != "epoch"]
+        return {k: [r.get(k) for r in self.records] for k in keys}
+
+    @property
+    def epochs(self) -> list[int]:
+        return [int(r["epoch"]) for r in self.records]
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.records)})"

@@ -1,0 +1,162 @@
+"""The model-level API: :func:`fit`, :func:`evaluate` and :func:`predict`, as a Keras user expects them.
+
+No run directory is needed: ``fit`` returns a :class:`~cnnkit.train.callbacks.History`; files are written
+only by callbacks that are asked to (``MetricsLog``, ``KeepBest(save=...)``, a run directory).
+
+Examples
+--------
+>>> import numpy as np
+>>> import cnnkit
+>>> from cnnkit.nn import Linear
+>>> from cnnkit.optim import SGD
+>>> rng = np.random.default_rng(0)
+>>> x = rng.standard_normal((200, 2)).astype(np.float32); y = (x.sum(axis=1) > 0).astype(int)
+>>> net = Linear(2, 2, rng=rng)
+>>> history = cnnkit.fit(net, (x, y), epochs=5, batch_size=20, optimizer=SGD(net, lr=0.5), validation_split=0.2)
+>>> len(history.records), history.records[-1]["val_accuracy"] > 0.9
+(5, True)
+>>> cnnkit.predict(net, x[:3]).shape
+(3, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cnnkit.backend import Array, xp
+from cnnkit.data.source import Source, as_source, labels_of, split
+from cnnkit.errors import MismatchError
+from cnnkit.protocols import LossFunction, Model
+from cnnkit.train.callbacks import History
+from cnnkit.train.loop import Callback, LoopState, run_epochs
+from cnnkit.train.loop import evaluate as _evaluate
+
+
+def check_fits(model: Model, source: Source, what: str = "the training data") -> None:
+    """MismatchError when ``model`` does not give one output per class of ``source``, or a label lies
+    outside the outputs (checked from the labels when they are at hand, and on one example's shape)."""
+    x0, _ = source.take(np.arange(1))
+    out = model.forward(x0, train=False)
+    k = int(np.prod(out.shape[1:]))
+    classes = source.classes
+    if classes is not None and k != len(classes):
+        raise MismatchError(
+            f"the network gives {k} outputs per example but {what} has {len(classes)} classes "
+            f"({', '.join(map(str, classes[:10]))}{' ...' if len(classes) > 10 else ''}); "
+            f"its last layer must have one output per class"
+        )
+    labels = labels_of(source)
+    if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise MismatchError(
+            f"{what} has labels from {labels.min()} to {labels.max()}, but the network gives {k} outputs (labels 0 to {k - 1})"
+        )
+
+
+def fit(
+    model: Model,
+    train_data: Source | tuple[Array, Array],
+    epochs: int = 1,
+    batch_size: int = 32,
+    loss: LossFunction | None = None,
+    optimizer: Any = None,
+    *,
+    validation_data: Source | tuple[Array, Array] | None = None,
+    validation_split: float | None = None,
+    test_data: Source | tuple[Array, Array] | None = None,
+    callbacks: Sequence[Callback] = (),
+    seed: int = 0,
+    schedule: Any = None,
+    initial_epoch: int = 0,
+    records: list[dict[str, Any]] | None = None,
+    eval_batch_size: int = 1000,
+    progress: bool = False,
+    verbose: bool = False,
+) -> History:
+    """Train ``model`` on ``train_data`` for ``epochs`` epochs of mini-batch SGD (eq. 15.9); returns a History.
+
+    * ``train_data``, ``validation_data``, ``test_data``: ``(x, y)`` arrays (``x`` as the network takes it,
+      ``y`` integer class indices) or a :mod:`cnnkit.data` source (which may decode, preprocess and augment).
+    * ``validation_split``: hold out this fraction of ``train_data`` (drawn with ``seed``) as validation data.
+      Validation and test sets are evaluated after every epoch (``val_*``, ``test_*`` entries).
+    * ``loss``: default :class:`~cnnkit.nn.SoftmaxCrossEntropy`; ``optimizer``: default SGD with lr 0.01 and
+      momentum 0.9; ``schedule``: an :class:`~cnnkit.optim.LRSchedule` setting each epoch's rate.
+    * ``callbacks``: e.g. :class:`~cnnkit.train.callbacks.EarlyStopping`, ``KeepBest``, ``ReduceLROnPlateau``,
+      ``MetricsLog``.
+    * Every random draw of epoch e depends on (``seed``, e) only: a run continued from a checkpoint with
+      ``initial_epoch`` (and the earlier ``records``) repeats the uninterrupted run bit for bit.
+
+    The network must give one output per class (MismatchError otherwise). The model's mode is left as it
+    was: the loop runs training forwards with ``train=True`` and evaluations with ``train=False``.
+    """
+    from cnnkit.nn import SoftmaxCrossEntropy
+    from cnnkit.optim import SGD
+
+    if validation_split is not None and validation_data is not None:
+        raise ValueError("give validation_data or validation_split, not both")
+    source = as_source(train_data)
+    if len(source) == 0:
+        raise ValueError("the training data holds no examples")
+    sets: dict[str, Any] = {}
+    if validation_split is not None:
+        source, sets["val"] = split(source, validation_split, seed)
+    elif validation_data is not None:
+        sets["val"] = as_source(validation_data)
+    if test_data is not None:
+        sets["test"] = as_source(test_data)
+    check_fits(model, source)
+    for name, data in sets.items():
+        check_fits(model, data, "the validation data" if name == "val" else "the test data")
+    loss = loss if loss is not None else SoftmaxCrossEntropy()
+    optimizer = optimizer if optimizer is not None else SGD(model, lr=0.01, momentum=0.9)
+    base_lr = optimizer.lr
+    lr_at = schedule.lr_at if schedule is not None else (lambda epoch: base_lr)
+    history = History()
+    extra: list[Callback] = []
+    if verbose:
+        from cnnkit.train.rundir import EpochLog
+
+        extra.append(EpochLog(print))
+    run_epochs(
+        model, loss, optimizer, source, epochs=epochs, batch_size=batch_size, seed=seed, lr_at=lr_at,
+        evaluate_on=sets, eval_batch_size=eval_batch_size, start_epoch=initial_epoch, records=records,
+        callbacks=[history, *callbacks, *extra], progress=progress,
+    )
+    return history
+
+
+def evaluate(
+    model: Model,
+    data: Source | tuple[Array, Array],
+    loss: LossFunction | None = None,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Loss, accuracy, top-1 and top-5 error and the confusion matrix of ``model`` on ``data`` (evaluation mode).
+
+    Top-5 error is left out for 5 classes or fewer; ``confusion[i][j]`` counts examples of class i
+    predicted as j. The network must give one output per class of ``data`` (MismatchError otherwise).
+    """
+    from cnnkit.nn import SoftmaxCrossEntropy
+
+    source = as_source(data)
+    check_fits(model, source, "the data")
+    return _evaluate(model, loss if loss is not None else SoftmaxCrossEntropy(), source, None, batch_size, progress)
+
+
+def predict(model: Model, x: Array, batch_size: int = 1000) -> Array:
+    """Class probabilities (N, K): softmax (eq. 15.7) of the network's scores on inputs ``x``, in evaluation mode."""
+    from cnnkit.ops.activation import softmax
+
+    outs = []
+    for start in range(0, len(x), batch_size):
+        scores = model.forward(x[start : start + batch_size], train=False)
+        outs.append(softmax(scores.reshape(scores.shape[0], -1)))
+    if not outs:
+        return xp.zeros((0, 0), dtype=model.dtype or np.float32)
+    return xp.concatenate(outs, axis=0)
+
+
+__all__ = ["History", "LoopState", "check_fits", "evaluate", "fit", "predict"]
