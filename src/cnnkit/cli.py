@@ -284,7 +284,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
         if shape is None:
             raise UsageError(f"{args.model} does not record its input shape; give --input-shape HxWxC")
         print(f"{path}: {model_file.meta.get('model', 'model file')}")
-        print(summary(model_file.network, shape).format())
+        spec = model_file.meta.get("spec")
+        if isinstance(spec, str) and len(shape) == 3:  # built from a network string: one row per token
+            print(summarize(spec, shape).format())  # type: ignore[arg-type]
+        else:
+            print(summary(model_file.network, shape).format())
         return 0
     d = resolve(args.model, args.input_shape)
     table = summarize(d.spec, args.input_shape or d.input_shape).format()  # raises SpecError before printing

@@ -199,7 +199,8 @@ def summary(net: Layer, input_shape: Sequence[int]) -> Summary:
     trace_rows: list[TraceRow] = []
     shape = tuple(int(v) for v in input_shape)
     net.trace(Trace(shape), "", trace_rows)
-    rows = [_row(i + 1, r.name or type(net).__name__, r.kind, [r]) for i, r in enumerate(trace_rows)]
+    rows = [_row(i + 1, f"{r.name} {r.kind}" if r.name and r.kind not in ("add", "concat") else (r.name or r.kind), r.kind, [r])
+            for i, r in enumerate(trace_rows)]
     if not any(r.kind in ("add", "concat") for r in trace_rows):  # Table 15.2's column is defined for chains
         _table_15_2(rows, [[r] for r in trace_rows])
     return Summary(shape, rows)
