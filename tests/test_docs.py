@@ -44,6 +44,8 @@ DOCUMENTED: tuple[str, ...] = (
     "cnnkit.protocols",
     "cnnkit.backend",
     "cnnkit.jit",
+    "cnnkit.nn",
+    "cnnkit.train",
 )
 """Packages (or modules) whose public functions and classes must each carry an Examples section."""
 

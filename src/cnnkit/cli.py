@@ -83,6 +83,15 @@ def _range_arg(value: str) -> str:
     return value
 
 
+def _epochs_arg(value: str) -> int:
+    from cnnkit.limits import LIMITS
+
+    v = _positive_int(value)
+    if v > LIMITS.epochs:
+        raise argparse.ArgumentTypeError(f"at most {LIMITS.epochs:,} epochs (CNNKIT_MAX_EPOCHS), got {value[:40]!r}")
+    return v
+
+
 def _number(value: str) -> float:
     try:
         v = float(value)
@@ -174,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-limit", type=_positive_int, default=None, help="train on the first N training examples")
     g.add_argument("--train-range", type=_range_arg, default=None, help="train on examples A-B (1-based, inclusive), e.g. 10001-20000")
     t.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test examples only (quick runs)")
-    t.add_argument("--epochs", type=_positive_int, default=20, help="epochs to train (with --resume: extends a finished run to this many)")
+    t.add_argument("--epochs", type=_epochs_arg, default=20, help="epochs to train (with --resume: extends a finished run to this many)")
     t.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: the model's own: 0.001 for the book's networks and network strings "
@@ -258,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     x.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: one per core)")
     x.add_argument("--threads", type=_positive_int, default=None, help="BLAS threads per run (default: cores / workers)")
-    x.add_argument("--epochs", type=_positive_int, default=20, help="epochs of every run")
+    x.add_argument("--epochs", type=_epochs_arg, default=20, help="epochs of every run")
     x.add_argument("--max-train", type=_positive_int, default=None, help="cap every training subset (shrunken runs)")
     x.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test images only")
 
@@ -424,6 +433,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cnnkit.bench import BenchOptions, run
 
+    for flag, target in (("--json", args.json), ("--plot", args.plot if args.scaling else None)):
+        if target:
+            parent = Path(target).resolve().parent
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {target}: the directory {parent} does not exist")
+
     run(BenchOptions(threads=args.threads, min_time=args.min_time, no_torch=args.no_torch, no_layers=args.no_layers,
                      memory=args.memory, scaling=args.scaling, plot=args.plot, json=args.json))
     return 0
@@ -447,9 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
-    except (CnnkitError, ValueError, OSError, RuntimeError, KeyError, MemoryError) as exc:
+    except MemoryError:
+        print(f"cnnkit {args.command}: error: out of memory (use a smaller --batch-size, a smaller network, or a machine "
+              f"with more memory)", file=sys.stderr)
+        return 1
+    except (CnnkitError, ValueError, OSError, RuntimeError, KeyError) as exc:
         text = str(exc.args[0]) if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # KeyError: no repr quotes
         msg = " ".join(line.strip() for line in text.strip().splitlines()) or type(exc).__name__  # one line
+        if len(msg) > 1000:
+            msg = msg[:997] + "..."
         print(f"cnnkit {args.command}: error: {msg}", file=sys.stderr)
         return 1
 

@@ -10,15 +10,20 @@ sees the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from cnnkit.backend import Array
+from cnnkit.errors import quote
+from cnnkit.limits import LIMITS, check_size
 from cnnkit.protocols import Model
 
 META_KEY = "__meta__"
@@ -136,8 +141,233 @@ def save_arrays(path: PathLike, arrays: dict[str, Array], meta: dict[str, Any] |
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_arrays(path: PathLike) -> tuple[dict[str, Array], dict[str, Any]]:
-    """Load what :func:`save_arrays` wrote; never unpickles. Raises ValueError naming a bad file.
+def open_regular(path: PathLike, error: type[Exception] = ValueError, limit: int | None = None) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file of at most ``limit`` bytes (default
+    ``LIMITS.file_bytes``); ``error`` naming it otherwise (a FIFO, a device, a directory would block or
+    never end). FileNotFoundError passes through.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     open_regular(d)
+    Traceback (most recent call last):
+    ...
+    ValueError: ... is not a regular file
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{p}: cannot open it ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{p} is not a regular file")
+        limit = LIMITS.file_bytes + LIMITS.meta_bytes if limit is None else limit
+        check_size(st.st_size, limit, f"{p}", error=error)  # type: ignore[arg-type]
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """An array of an ``.npz`` archive as its ``.npy`` header declares it (nothing read yet).
+
+    Examples
+    --------
+    >>> ArrayHeader("w", (2, 3), np.dtype(np.float32), False, 24).nbytes
+    24
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    nbytes: int
+
+
+#: kinds of dtype an archive may hold: booleans, integers, floats, complex numbers, fixed-width text (never objects or structures)
+ALLOWED_KINDS = frozenset("biufcSU")
+
+
+class NpzReader:
+    """An ``.npz`` archive read without trusting it: the headers first, each array's data on request.
+
+    Before anything large is allocated it checks that the file is a regular file within
+    :data:`cnnkit.limits.LIMITS`, that every member is a ``.npy`` array of a plain numeric dtype whose header
+    agrees with the member's size, and that the JSON metadata is small and shallow. :meth:`read` then reads
+    exactly the declared bytes. Every problem raises ``error`` (a ValueError subclass) naming the file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_arrays(Path(d) / "a.npz", {"w": np.ones((2, 3), np.float32)}, {"epoch": 1})
+    ...     with NpzReader(Path(d) / "a.npz") as z:
+    ...         print(z.meta, z.headers["w"].shape, z.headers["w"].dtype, z.read("w").sum())
+    {'epoch': 1} (2, 3) float32 6.0
+    """
+
+    def __init__(self, path: PathLike, error: type[ValueError] = ValueError, what: str = "a cnnkit .npz file") -> None:
+        self.path, self.error = Path(path), error
+        self._file = open_regular(path, error)
+        try:
+            try:
+                self._zip = zipfile.ZipFile(self._file)
+                infos = self._zip.infolist()
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+                raise error(f"{self.path}: not {what} ({_short(exc)})") from None
+            if len(infos) > LIMITS.members:
+                raise error(f"{self.path}: {len(infos):,} members, over the limit of {LIMITS.members:,} (CNNKIT_MAX_MEMBERS)")
+            declared = sum(i.file_size for i in infos)
+            check_size(declared, LIMITS.file_bytes + LIMITS.meta_bytes, f"{self.path}: its members", error=error)
+            self.headers: dict[str, ArrayHeader] = {}
+            self._infos: dict[str, zipfile.ZipInfo] = {}
+            for info in infos:
+                self._add(info)
+            self.meta = self._read_meta()
+        except BaseException:
+            self.close()
+            raise
+
+    def _fail(self, why: str) -> ValueError:
+        return self.error(f"{self.path}: {why}")
+
+    def _add(self, info: zipfile.ZipInfo) -> None:
+        name = info.filename
+        if not name.endswith(".npy") or info.is_dir():
+            raise self._fail(f"unexpected member {quote(name, 80)} (a cnnkit archive holds .npy arrays only)")
+        key = name[:-4]
+        if key in self._infos:
+            raise self._fail(f"member {quote(key, 80)} appears twice")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise self._fail(f"member {quote(key, 80)} uses an unsupported compression")
+        try:
+            with self._zip.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=10000)
+                elif version in ((2, 0), (3, 0)):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=10000)
+                else:
+                    raise ValueError(f"npy format version {version}")
+                header_len = f.tell()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError) as exc:
+            raise self._fail(f"member {quote(key, 80)} is not a readable .npy array ({_short(exc)})") from None
+        dtype = np.dtype(dtype)
+        if dtype.kind not in ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+            raise self._fail(f"array {quote(key, 80)} has dtype {quote(str(dtype), 40)}; only numbers and fixed-width text are accepted")
+        if any(not isinstance(d, int) or d < 0 for d in shape) or len(shape) > 32:
+            raise self._fail(f"array {quote(key, 80)} declares an invalid shape {quote(shape, 80)}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != info.file_size - header_len:
+            raise self._fail(f"array {quote(key, 80)} declares {shape} {dtype} ({nbytes:,} bytes) but holds "
+                             f"{info.file_size - header_len:,} bytes")
+        self._infos[key] = info
+        self.headers[key] = ArrayHeader(key, tuple(shape), dtype, bool(fortran), nbytes)
+
+    def read(self, key: str) -> np.ndarray:
+        """The array ``key``: exactly its declared bytes (the member's checksum is verified)."""
+        h = self.headers[key]
+        out = np.empty(h.shape, dtype=h.dtype, order="F" if h.fortran_order else "C")
+        try:
+            with self._zip.open(self._infos[key]) as f:
+                np.lib.format.read_magic(f)
+                (np.lib.format.read_array_header_1_0 if f.tell() == 8 else np.lib.format.read_array_header_2_0)(
+                    f, max_header_size=10000)
+                flat = out.reshape(-1, order="A").view(np.uint8)  # the array's own memory, byte by byte
+                got = 0
+                while got < h.nbytes:
+                    chunk = f.read(min(1 << 24, h.nbytes - got))
+                    if not chunk:
+                        break
+                    flat[got : got + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+                    got += len(chunk)
+                if got != h.nbytes or f.read(1):
+                    raise ValueError(f"holds {got:,} bytes, not the {h.nbytes:,} its header declares")
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise self._fail(f"array {quote(key, 80)} cannot be read ({_short(exc)})") from None
+        return out
+
+    def _read_meta(self) -> dict[str, Any]:
+        h = self.headers.pop(META_KEY, None)
+        if h is None:
+            return {}
+        if h.dtype != np.uint8 or len(h.shape) != 1:
+            raise self._fail("its metadata is not a byte string")
+        check_size(h.nbytes, LIMITS.meta_bytes, f"{self.path}: its metadata", "meta_bytes", self.error)
+        raw = self.read_meta_bytes(h)
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise self._fail(f"its metadata is not JSON ({_short(exc)})") from None
+        if not isinstance(meta, dict):
+            raise self._fail(f"its metadata must be an object, got {type(meta).__name__}")
+        if json_depth(meta) > LIMITS.json_depth:
+            raise self._fail(f"its metadata is nested deeper than {LIMITS.json_depth} levels (CNNKIT_MAX_JSON_DEPTH)")
+        return meta
+
+    def read_meta_bytes(self, h: ArrayHeader) -> bytes:
+        self.headers[META_KEY] = h
+        try:
+            return self.read(META_KEY).tobytes()
+        finally:
+            del self.headers[META_KEY]
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        return {k: self.read(k) for k in self.headers}
+
+    def close(self) -> None:
+        zf = getattr(self, "_zip", None)
+        if zf is not None:
+            zf.close()
+        self._file.close()
+
+    def __enter__(self) -> NpzReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iterative: any depth is safe to measure).
+
+    Examples
+    --------
+    >>> json_depth({"a": [1, {"b": []}]}), json_depth(3)
+    (4, 0)
+    """
+    depth = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v)
+    return depth
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's message on one line, at most ~200 characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def load_arrays(path: PathLike, error: type[ValueError] = ValueError) -> tuple[dict[str, Array], dict[str, Any]]:
+    """Load what :func:`save_arrays` wrote, through :class:`NpzReader`; never unpickles. Raises ``error`` naming a bad file.
 
     Examples
     --------
@@ -150,19 +380,10 @@ def load_arrays(path: PathLike) -> tuple[dict[str, Array], dict[str, Any]]:
     ...     load_arrays(Path(d) / "evil.npy")
     Traceback (most recent call last):
     ...
-    ValueError: .../evil.npy: not a readable cnnkit .npz file (Object arrays cannot be loaded when allow_pickle=False)
+    ValueError: .../evil.npy: not a cnnkit .npz file (File is not a zip file)
     """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # zipfile.BadZipFile, ValueError for pickled content, OSError ...
-        raise ValueError(f"{path}: not a readable cnnkit .npz file ({exc})") from exc
-    raw = arrays.pop(META_KEY, None)
-    meta = json.loads(raw.tobytes().decode("utf-8")) if raw is not None else {}
-    return arrays, meta
+    with NpzReader(path, error) as z:
+        return z.read_all(), z.meta
 
 
 def flatten_state(prefix: str, tree: Any, arrays: dict[str, Array]) -> Any:

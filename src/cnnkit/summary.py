@@ -191,8 +191,8 @@ def summary(net: Layer, input_shape: Sequence[int]) -> Summary:
     ...                  Flatten(), Linear(8 * 6 * 6, 10, rng=rng))
     >>> s = summary(net, (6, 6, 1))
     >>> [(r.token, r.kind, r.out_shape) for r in s.rows]  # doctest: +NORMALIZE_WHITESPACE
-    [('0', 'Conv2d', (6, 6, 8)), ('1.body.0', 'Conv2d', (6, 6, 8)), ('1.body.1', 'ReLU', (6, 6, 8)),
-     ('1.add', 'add', (6, 6, 8)), ('2', 'Flatten', (288,)), ('3', 'Linear', (10,))]
+    [('0 Conv2d', 'Conv2d', (6, 6, 8)), ('1.body.0 Conv2d', 'Conv2d', (6, 6, 8)), ('1.body.1 ReLU', 'ReLU', (6, 6, 8)),
+     ('1.add', 'add', (6, 6, 8)), ('2 Flatten', 'Flatten', (288,)), ('3 Linear', 'Linear', (10,))]
     >>> s.total_params, s.rows[3].rf  # 1*9*8 + 8, 8*9*8 + 8 and 288*10 + 10 parameters
     (3554, 5)
     """
@@ -204,3 +204,23 @@ def summary(net: Layer, input_shape: Sequence[int]) -> Summary:
     if not any(r.kind in ("add", "concat") for r in trace_rows):  # Table 15.2's column is defined for chains
         _table_15_2(rows, [[r] for r in trace_rows])
     return Summary(shape, rows)
+
+
+def training_bytes(net: Layer, input_shape: Sequence[int], batch_size: int, itemsize: int = 4) -> int:
+    """A lower estimate of the memory one training step of ``batch_size`` examples needs, in bytes.
+
+    Parameters three times (weights, gradients, one optimiser buffer), every layer's output kept for the
+    backward pass plus as much again for the gradients flowing back, and the largest im2row matrix.
+    Computed from the layers' shapes alone; used to refuse a network that cannot fit before allocating it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d, Flatten, Sequential
+    >>> net = Sequential(Conv2d(1, 2, 3, rng=np.random.default_rng(0)), Flatten())
+    >>> training_bytes(net, (5, 5, 1), batch_size=10)  # 20 parameters, 25 + 18 + 18 values and 81 phi(x) entries per example
+    8360
+    """
+    s = summary(net, input_shape)
+    per_example = 2 * s.all_activations + s.max_workspace
+    return itemsize * (3 * s.total_params + batch_size * per_example)

@@ -311,3 +311,245 @@ def test_load_dataset_by_name(tmp_path: Path, rng: np.random.Generator) -> None:
     write_dir(tmp_path / "cifar10", "binary", batches)
     ds = load_dataset("CIFAR-10", "test", tmp_path, format="binary")
     assert ds.name == "cifar10/test" and ds.images.shape == (2, 32, 32, 3)
+
+
+# -- the data-only pickle reader: real-format batches read, nothing ever executed ---------------------
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every entry point of the pickle module fail: the reader must not need any of them."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pickle module was asked to unpickle")
+
+    for name in ("load", "loads", "Unpickler", "_Unpickler", "_load", "_loads"):
+        if hasattr(pickle, name):
+            monkeypatch.setattr(pickle, name, refuse)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_real_format_batches(tmp_path: Path, rng: np.random.Generator, protocol: int, no_unpickling: None) -> None:
+    """Python 2's CIFAR files have bytes keys (protocol 2); a Python 3 re-save may have str keys (protocol 4/5)."""
+    images = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    keys = (lambda k: k.encode()) if protocol == 2 else str
+    batch = {
+        keys("batch_label"): b"training batch 1 of 5",
+        keys("labels"): [4, 0, 9],
+        keys("data"): _rows(images),
+        keys("filenames"): [b"a.png", b"b.png", b""],
+    }
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(pickle.dumps(batch, protocol=protocol))
+    got, labels = read_python_batch(p)
+    np.testing.assert_array_equal(got, images)
+    assert labels.tolist() == [4, 0, 9] and labels.dtype == np.int64 and got.flags.writeable
+    back = restricted_unpickle(p.read_bytes())
+    assert isinstance(back, dict) and back[keys("filenames")] == [b"a.png", b"b.png", b""]
+    assert back[keys("batch_label")] == b"training batch 1 of 5"
+
+
+def test_python2_file_read_without_unpickling(tmp_path: Path, rng: np.random.Generator, no_unpickling: None) -> None:
+    images = rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    (tmp_path / "test_batch").write_bytes(_py2_batch_pickle(images, [1, 2]))
+    got, labels = read_python_batch(tmp_path / "test_batch")
+    np.testing.assert_array_equal(got, images)
+    assert labels.tolist() == [1, 2]
+    batches = make_batches("python", rng)
+    write_dir(tmp_path / "c", "python", batches)
+    ds = load_cifar10("test", tmp_path / "c")
+    np.testing.assert_array_equal(ds.images, batches["test_batch"][0])
+    assert list(ds.classes) == CLASSES
+
+
+def test_arrays_of_plain_numbers() -> None:
+    for x in (np.arange(6, dtype=">f8").reshape(2, 3), np.asfortranarray(np.arange(6, dtype=np.int16).reshape(2, 3)),
+              np.array([True, False]), np.array(3.5, np.float32), np.zeros((0, 3072), np.uint8)):
+        for protocol in (2, 4, 5):
+            got = restricted_unpickle(pickle.dumps({"x": x}, protocol=protocol))
+            assert isinstance(got, dict)
+            np.testing.assert_array_equal(got["x"], x)
+            assert got["x"].dtype == x.dtype and got["x"].shape == x.shape
+
+
+def _refused(data: bytes, pattern: str, error: type[DatasetError] = DatasetError) -> DatasetError:
+    with pytest.raises(error, match=pattern) as e:
+        restricted_unpickle(data, "data_batch_1")
+    assert str(e.value).startswith("data_batch_1: ")
+    return e.value
+
+
+def test_code_is_refused_and_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_unpickling: None) -> None:
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    for protocol in (0, 1, 2, 3, 4, 5):
+        data = pickle.dumps({b"data": _Evil(), b"labels": []}, protocol=protocol)
+        if protocol == 0:  # refused at its first opcode, DICT, which a CIFAR-10 batch never has
+            _refused(data, "unsupported pickle opcode DICT")
+        else:
+            _refused(data, r"refusing to unpickle global (posix|os|nt)\.system", UnsafePickleError)
+    assert not (tmp_path / "owned.txt").exists()
+    # hand-made: GLOBAL os.system, REDUCE with a command (protocol 2 opcodes)
+    _refused(b"\x80\x02cos\nsystem\nX\x13\x00\x00\x00echo owned>owned.txt\x85R.", r"global os\.system", UnsafePickleError)
+    # a module that is not imported stays unimported: nothing is looked up by name
+    assert "antigravity" not in sys.modules
+    _refused(b"\x80\x02cantigravity\nfly\n.", r"global antigravity\.fly", UnsafePickleError)
+    assert "antigravity" not in sys.modules and not (tmp_path / "owned.txt").exists()
+    # opcodes that call code without a global on the allow-list, named in the message
+    cases = {
+        "INST": b"(U\x04echoios\nsystem\n.",
+        "OBJ": b"\x80\x02(cnumpy\nndarray\no.",
+        "NEWOBJ": b"\x80\x02cnumpy\nndarray\n)\x81.",
+        "BINPERSID": b"\x80\x02U\x01xQ.",
+        "EXT1": b"\x80\x02\x82\x01.",
+        "BUILD": b"\x80\x02}}b.",
+    }
+    for opcode, data in cases.items():
+        _refused(data, rf"refusing to unpickle .*{opcode}", UnsafePickleError)
+    # the allowed globals only in their own patterns
+    _refused(b"\x80\x02cnumpy\nndarray\n)R.", "a call of numpy.ndarray", UnsafePickleError)
+    _refused(b"\x80\x02cnumpy\ndtype\n.", r"numpy\.dtype as data", UnsafePickleError)
+    _refused(b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R.", "only latin-1 allowed", UnsafePickleError)
+    _refused(pickle.dumps(np.array([1, "a"], dtype=object), protocol=2), "only bool, integers and floats")
+    _refused(pickle.dumps(np.zeros(2, dtype=[("a", "i4")]), protocol=2), "only bool, integers and floats")
+    _refused(pickle.dumps(np.float32(1.0), protocol=2), r"global numpy\._?core\.multiarray\.scalar", UnsafePickleError)
+    assert not (tmp_path / "owned.txt").exists()
+
+
+def test_declared_lengths_bounded_by_the_file() -> None:
+    for opcode in (b"B", b"X"):  # BINBYTES, BINUNICODE: 4-byte lengths
+        _refused(b"\x80\x03" + opcode + struct.pack("<I", 0xFFFFFFF0) + b"abc.", r"expected 4294967280 bytes .* only 4 remain")
+    _refused(b"\x80\x02T" + struct.pack("<I", 0x7FFFFFF0) + b"abc.", r"expected 2147483632 bytes .* only 4 remain")
+    for opcode in (b"\x8e", b"\x8d", b"\x96"):  # BINBYTES8, BINUNICODE8, BYTEARRAY8: 8-byte lengths
+        _refused(b"\x80\x05" + opcode + struct.pack("<Q", 1 << 62) + b"abc.", r"expected 4611686018427387904 bytes")
+    # an array whose shape declares more than its bytes hold
+    dtype = b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    state = b"(K\x01(J\x00\x00\x00\x10J\x00\x00\x00\x10t" + dtype + b"\x89U\x01\x00tb"
+    data = b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R" + state + b"."
+    _refused(data, r"an array of shape \(268435456, 268435456\) and dtype uint8 needs 72,057,594,037,927,936 bytes, got 1")
+
+
+def test_nesting_and_structure_bounded() -> None:
+    from cnnkit.data.cifar import MAX_PICKLE_DEPTH
+
+    _refused(b"\x80\x02" + b"(" * 100_000 + b".", f"MARKs nested deeper than {MAX_PICKLE_DEPTH}")
+    _refused(b"\x80\x02)" + b"\x85" * 100_000 + b".", f"containers nested deeper than {MAX_PICKLE_DEPTH}")
+    _refused(b"\x80\x02]" + b"]" * 100 + b"a" * 100 + b".", f"containers nested deeper than {MAX_PICKLE_DEPTH}")
+    _refused(b"\x80\x02]q\x00h\x00a.", "a container that holds itself")
+    _refused(b"\x80\x02]q\x00]h\x00ah\x00]a.", "changes a list after it was put inside another container")
+    _refused(b"\x80\x02}(]Nu.", "a dict key of type list")
+    _refused(b"\x80\x02h\x05.", "memo entry 5 used before it is set")
+    _refused(b"\x80\x02a.", "stack underflow")
+    _refused(b"\x80\x02e.", "needs a MARK")
+    _refused(b"\x80\x02N.junk", r"4 bytes after the end of the pickle")
+    _refused(b"", "pickle exhausted before seeing STOP")
+    _refused(b"\x80\x02\xff.", r"opcode b'\\xff' unknown")
+    _refused(pickle.dumps({1, 2}, protocol=4), "unsupported pickle opcode EMPTY_SET")
+    _refused(b"\x80\x07N.", "unsupported pickle protocol 7")
+
+
+def test_opcode_count_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cnnkit.data.cifar as cifar
+
+    monkeypatch.setattr(cifar, "MAX_PICKLE_OPCODES", 1000)
+    _refused(b"\x80\x02" + b"N" * 1000 + b".", "more than 1,000 opcodes")  # PROTO and 1000 NONEs
+
+
+def test_malformed_batches_give_clean_errors(tmp_path: Path, rng: np.random.Generator) -> None:
+    p = tmp_path / "data_batch_1"
+    rows = _rows(rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8))
+    for payload, pattern in (
+        ([rows], "a CIFAR-10 batch is a dict, got list"),
+        ({b"data": rows, b"labels": [1, 2**70]}, "b'labels' must be a list of integers"),
+        ({b"data": rows, b"labels": {1: 2}}, "b'labels' must be a list of integers, got dict"),
+        ({b"data": rows, b"labels": [[1], [2, 3]]}, "b'labels' must be a list of integers"),
+        ({b"data": rows.astype(np.float32), b"labels": [1, 2]}, r"b'data' must be a uint8 array .* got float32"),
+        ({b"data": b"x" * 3072, b"labels": [1]}, r"b'data' must be a uint8 array .* got bytes"),
+        ({("k" * 1000).encode(): 1}, r"lacks the key 'data'.*\(\d+ characters\)"),
+    ):
+        p.write_bytes(pickle.dumps(payload, protocol=2))
+        with pytest.raises(DatasetError, match=pattern) as e:
+            read_python_batch(p)
+        assert len(str(e.value)) < 600
+
+
+def test_bad_meta_files(tmp_path: Path, rng: np.random.Generator) -> None:
+    for fmt, meta in (("binary", b"\xff\xfe not utf-8"), ("python", pickle.dumps({b"label_names": [b"\xff"]}, protocol=2)),
+                      ("python", pickle.dumps({b"label_names": 7}, protocol=2))):
+        root = tmp_path / fmt / str(len(meta))
+        d = write_dir(root, fmt, make_batches(fmt, rng))
+        (d / ("batches.meta.txt" if fmt == "binary" else "batches.meta")).write_bytes(meta)
+        with pytest.raises(DatasetError, match=r"(not UTF-8|must be a list of strings)"):
+            load_cifar10("test", root, format=fmt)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_and_device_batches_fail_at_once(tmp_path: Path, rng: np.random.Generator) -> None:
+    from tests.data import call_within
+
+    d = write_dir(tmp_path, "binary", make_batches("binary", rng))
+    (d / "test_batch.bin").unlink()
+    os.mkfifo(d / "test_batch.bin")
+    exc = call_within(5, read_binary_batch, d / "test_batch.bin", fifo=d / "test_batch.bin")
+    assert isinstance(exc, DatasetError) and "is not a regular file" in str(exc), exc
+    exc = call_within(5, read_python_batch, d / "test_batch.bin", fifo=d / "test_batch.bin")
+    assert isinstance(exc, DatasetError), exc
+    (d / "test_batch.bin").unlink()
+    (d / "test_batch.bin").symlink_to("/dev/zero")
+    exc = call_within(5, read_binary_batch, d / "test_batch.bin")
+    assert isinstance(exc, DatasetError) and "is not a regular file" in str(exc), exc
+    with pytest.raises(FileNotFoundError, match="file not found"):
+        read_binary_batch(d / "nope.bin")
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    os.mkfifo(archive)
+    exc = call_within(5, extract_archive, archive, tmp_path / "out", fifo=archive)
+    assert isinstance(exc, DatasetError) and "is not a regular file" in str(exc), exc
+
+
+def _tar(path: Path, members: list[tarfile.TarInfo], data: bytes = b"") -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for info in members:
+            tf.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return path
+
+
+def test_unsafe_archive_members(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("cifar-10-batches-bin/test_batch.bin")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    hard = tarfile.TarInfo("cifar-10-batches-bin/x")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "../../x"
+    dev = tarfile.TarInfo("cifar-10-batches-bin/zero")
+    dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 5
+    absolute = tarfile.TarInfo("/tmp/evil")
+    absolute.size = 1
+    for i, info in enumerate((link, hard, dev, absolute)):
+        root = tmp_path / str(i)
+        archive = _tar(root / "cifar-10-binary.tar.gz", [info], b"x")
+        with pytest.raises(DatasetError, match="refusing unsafe archive member"):
+            extract_archive(archive, tmp_path / "out")
+        with pytest.raises(DatasetError, match="refusing unsafe archive member"):  # read without extracting
+            load_cifar10("test", root, format="binary", verify=False, extract=False)
+    assert list((tmp_path / "out").iterdir()) == []
+    assert not Path("/tmp/evil").exists() or Path("/tmp/evil").stat().st_mtime < tmp_path.stat().st_mtime
+
+
+def test_archive_sizes_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnkit.limits import LIMITS
+
+    big = tarfile.TarInfo("cifar-10-batches-bin/test_batch.bin")
+    big.size = 3073 * 400  # 1.2 MB of zeros: a few KB compressed
+    archive = _tar(tmp_path / "cifar-10-binary.tar.gz", [big], bytes(big.size))
+    monkeypatch.setattr(LIMITS, "file_bytes", 1 << 20)
+    with pytest.raises(DatasetError, match=r"its members up to 'cifar-10-batches-bin/test_batch.bin' would take "
+                                           r"1,229,200 bytes, over the limit of 1,048,576"):
+        extract_archive(archive, tmp_path / "out")
+    with pytest.raises(DatasetError, match="over the limit"):
+        load_cifar10("test", tmp_path, format="binary", verify=False, extract=False)
+    monkeypatch.setattr(LIMITS, "file_bytes", 4 << 20)
+    ds = load_cifar10("test", tmp_path, format="binary", verify=False, extract=False)
+    assert ds.images.shape == (400, 32, 32, 3)
+    monkeypatch.setattr(LIMITS, "members", 3)
+    many = [tarfile.TarInfo(f"d/{i}") for i in range(5)]
+    with pytest.raises(DatasetError, match="more than 3 members"):
+        extract_archive(_tar(tmp_path / "many.tar.gz", many), tmp_path / "out2")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnnkit.data import DatasetError, load_fashion_mnist, load_idx_pair, load_mnist, read_idx, write_idx
-from cnnkit.data.idx import decode_idx, encode_idx
-from tests.data import real_data_dir
+from cnnkit.data import DatasetError, DatasetNotFoundError, load_fashion_mnist, load_idx_pair, load_mnist, read_idx, write_idx
+from cnnkit.data.idx import decode_idx, encode_idx, read_maybe_gzip
+from tests.data import call_within, real_data_dir
 
 # Per-class counts of the canonical MNIST files.
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -144,3 +147,168 @@ def test_decode_idx_bytes() -> None:
     np.testing.assert_array_equal(decode_idx(encode_idx(x)), x)
     with pytest.raises(ValueError, match="cannot write dtype uint16"):
         encode_idx(np.zeros(2, np.uint16))
+
+
+# -- untrusted files: bounded memory and time, a clean error every time ------------------------------
+
+MNIST_HEADER = bytes([0, 0, 8, 3]) + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+DECLARED = 60000 * 28 * 28  # 47,040,000 bytes
+
+
+def _gzip_bomb(path: Path, header: bytes, mebibytes: int) -> Path:
+    """``header`` then ``mebibytes`` MiB of zeros, gzip-compressed: a few KB per decompressed MiB. Written as
+    concatenated gzip members (one stream for gzip readers), each compressing the same 1 MiB of zeros."""
+    zeros = gzip.compress(bytes(1 << 20), compresslevel=9, mtime=0)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(header, mtime=0))
+        for _ in range(mebibytes):
+            f.write(zeros)
+    return path
+
+
+def test_gzip_bomb_with_a_matching_header_fails_fast(tmp_path: Path) -> None:
+    p = _gzip_bomb(tmp_path / "train-images-idx3-ubyte.gz", MNIST_HEADER, 1024)  # 1 GiB behind a 47 MB header
+    assert p.stat().st_size < 2 << 20
+    t0 = time.perf_counter()
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte.gz: more data than the header declares"):
+        read_idx(p)
+    assert time.perf_counter() - t0 < 1.0  # decompresses the declared 47 MB and one byte, not the 1 GiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="more data than the header declares"):
+            read_idx(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < DECLARED + (8 << 20), f"peak allocation {peak:,} bytes"  # the declared array, and a few buffers
+
+
+def test_header_over_the_limit_fails_before_decompressing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnkit.limits import LIMITS
+
+    p = _gzip_bomb(tmp_path / "images.gz", MNIST_HEADER, 16)
+    monkeypatch.setattr(LIMITS, "file_bytes", 1 << 20)  # the file (about 20 KB) is within it, its header is not
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(DatasetError, match=r"images.gz: the IDX header's shape \(60000, 28, 28\) of uint8 would take "
+                                               r"47,040,000 bytes, over the limit of 1,048,576 \(CNNKIT_MAX_FILE_BYTES\)"):
+            read_idx(p)
+        elapsed = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 0.5 and peak < 4 << 20, (elapsed, peak)  # nothing decompressed past the header
+    # the same header in a raw file: refused from the header, not by comparing with the file's size
+    raw = tmp_path / "images-idx3-ubyte"
+    raw.write_bytes(MNIST_HEADER + bytes(100))
+    with pytest.raises(DatasetError, match="over the limit"):
+        read_idx(raw)
+
+
+def test_header_declaring_an_impossible_size(tmp_path: Path) -> None:
+    # 255 dimensions of 2**32 - 1: about 2**8160 elements (a product that would wrap around in int64)
+    head = bytes([0, 0, 0x0E, 255]) + b"\xff\xff\xff\xff" * 255
+    p = tmp_path / "huge.gz"
+    p.write_bytes(gzip.compress(head + bytes(64)))
+    with pytest.raises(DatasetError, match=r"huge.gz: the IDX header's shape \(4294967295, .*over the limit of"):
+        read_idx(p)
+    raw = tmp_path / "huge-raw"
+    raw.write_bytes(head + bytes(64))
+    with pytest.raises(DatasetError, match="over the limit of"):
+        read_idx(raw)
+    # four dimensions of 2**16: 2**64 elements, which is 0 in int64 arithmetic, with an empty payload
+    wrap = bytes([0, 0, 8, 4]) + (1 << 16).to_bytes(4, "big") * 4
+    (tmp_path / "wrap").write_bytes(wrap)
+    with pytest.raises(DatasetError, match="over the limit of"):
+        read_idx(tmp_path / "wrap")
+    with pytest.raises(DatasetError, match="over the limit of"):
+        decode_idx(wrap, "wrap")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_symlink_to_dev_zero_fails_at_once(tmp_path: Path) -> None:
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    p.symlink_to("/dev/zero")
+    exc = call_within(5, read_idx, p)
+    assert isinstance(exc, DatasetError) and "is not a regular file" in str(exc), exc
+    assert str(p) in str(exc)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_fails_at_once(tmp_path: Path) -> None:
+    p = tmp_path / "labels-idx1-ubyte"
+    os.mkfifo(p)
+    exc = call_within(5, read_idx, p, fifo=p)
+    assert isinstance(exc, DatasetError) and f"{p} is not a regular file" in str(exc), exc
+    exc = call_within(5, load_idx_pair, p, p, fifo=p)
+    assert isinstance(exc, DatasetError), exc
+
+
+def test_directory_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="is not a regular file"):
+        read_idx(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope: file not found") as e:
+        read_idx(tmp_path / "nope")
+    assert isinstance(e.value, DatasetNotFoundError)
+
+
+def test_gzip_payload_truncated_and_trailing(tmp_path: Path) -> None:
+    x = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    p = tmp_path / "t-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(encode_idx(x)[:-5]))  # a complete gzip stream, short of the declared payload
+    with pytest.raises(DatasetError, match=r"t-idx3-ubyte.gz: truncated: header announces shape \(2, 3, 4\).*got 19 bytes"):
+        read_idx(p)
+    p.write_bytes(gzip.compress(encode_idx(x) + b"x"))  # one byte too many
+    with pytest.raises(DatasetError, match="more data than the header declares: shape \\(2, 3, 4\\) of uint8 is 24 bytes"):
+        read_idx(p)
+    p.write_bytes(gzip.compress(encode_idx(x)[:10]))  # cut inside the header
+    with pytest.raises(DatasetError, match="truncated: the IDX header of 3 dimensions needs 16 bytes, got 10"):
+        read_idx(p)
+    p.write_bytes(gzip.compress(b"\x00\x00"))
+    with pytest.raises(DatasetError, match="truncated: expected at least 4 bytes of IDX magic number, got 2 bytes"):
+        read_idx(p)
+    p.write_bytes(gzip.compress(encode_idx(x)) + b"garbage after the stream")
+    with pytest.raises(DatasetError, match=r"t-idx3-ubyte.gz: corrupt gzip data"):
+        read_idx(p)
+    p.write_bytes(b"\x1f\x8b" + bytes(30))  # the gzip magic, then no gzip header
+    with pytest.raises(DatasetError, match=r"t-idx3-ubyte.gz: (corrupt gzip data|truncated gzip file)"):
+        read_idx(p)
+    np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "ok.gz", x)), x)  # and a good one still reads
+
+
+def test_size_and_md5_checked_on_the_stored_file(tmp_path: Path) -> None:
+    path = write_idx(tmp_path / "l.gz", np.array([7, 2, 1], np.uint8))
+    data = path.read_bytes()
+    np.testing.assert_array_equal(read_idx(path, len(data), hashlib.md5(data).hexdigest()), [7, 2, 1])
+    with pytest.raises(DatasetError, match=f"l.gz: truncated: expected {len(data) + 1} bytes, got {len(data)} bytes"):
+        read_idx(path, len(data) + 1)
+    with pytest.raises(DatasetError, match=r"l.gz: md5 mismatch"):
+        read_idx(path, None, "0" * 32)
+
+
+def test_read_maybe_gzip_is_bounded(tmp_path: Path) -> None:
+    p = _gzip_bomb(tmp_path / "bomb.gz", b"", 64)
+    with pytest.raises(DatasetError, match=r"bomb.gz: decompresses to more than 1,000,000 bytes, the limit"):
+        read_maybe_gzip(p, limit=1_000_000)
+    assert read_maybe_gzip(p, limit=64 << 20) == bytes(64 << 20)
+    raw = tmp_path / "raw"
+    raw.write_bytes(b"abc")
+    assert read_maybe_gzip(raw) == b"abc"
+    with pytest.raises(DatasetError, match="over the limit of 2"):
+        read_maybe_gzip(raw, limit=2)
+
+
+def test_big_endian_payloads_read_in_place(tmp_path: Path, rng: np.random.Generator) -> None:
+    x = (rng.standard_normal((3, 5)) * 1000).astype(np.int32)
+    for name in ("a", "a.gz"):
+        y = read_idx(write_idx(tmp_path / name, x))
+        assert y.dtype == np.int32 and y.dtype.isnative and y.flags.writeable and y.flags.c_contiguous
+        np.testing.assert_array_equal(y, x)
+
+
+def test_labels_too_large_for_default_classes(tmp_path: Path) -> None:
+    write_idx(tmp_path / "i", np.zeros((2, 2, 2), np.uint8))
+    write_idx(tmp_path / "l", np.array([0, 2**31 - 1], np.int32))
+    with pytest.raises(DatasetError, match=r"l: the largest label is 2147483647; at most 100,000 classes"):
+        load_idx_pair(tmp_path / "i", tmp_path / "l")

@@ -1,20 +1,57 @@
-"""Checksums of dataset files: md5 (the published digests) and sha256, hashed in chunks."""
+"""Checksums of dataset files: md5 (the published digests) and sha256, hashed in chunks; opening them safely.
+
+Every dataset reader opens its files through :func:`open_file`: only a regular file within a size limit is
+opened (a FIFO, a device such as ``/dev/zero`` or a directory would block or never end), and a missing file
+raises :class:`~cnnkit.data.errors.DatasetNotFoundError`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from cnnkit.data.errors import DatasetError
+from cnnkit.data.errors import DatasetError, DatasetNotFoundError
+from cnnkit.limits import LIMITS
+from cnnkit.serialize import open_regular
 
 CHUNK = 1 << 20
 """Bytes hashed per read (1 MiB), so a 170 MB archive never sits in memory whole."""
 
 
+def open_file(path: str | os.PathLike, limit: int | None = None) -> BinaryIO:
+    """``path`` opened for reading in binary mode, if it is a regular file of at most ``limit`` bytes
+    (default ``LIMITS.file_bytes``).
+
+    A FIFO, a device (``/dev/zero``), a directory or a larger file raises DatasetError naming it, at once
+    (nothing is read); a missing file raises :class:`~cnnkit.data.errors.DatasetNotFoundError` (also a
+    FileNotFoundError).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.data.checksum import open_file
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "f.bin").write_bytes(b"abc")
+    ...     with open_file(Path(d) / "f.bin") as f:
+    ...         print(f.read())
+    b'abc'
+    >>> open_file("/dev/zero")
+    Traceback (most recent call last):
+    ...
+    cnnkit.data.errors.DatasetError: /dev/zero is not a regular file
+    """
+    try:
+        return open_regular(path, DatasetError, LIMITS.file_bytes if limit is None else limit)
+    except FileNotFoundError as exc:
+        raise DatasetNotFoundError(f"{path}: file not found ({exc.strerror or exc})") from None
+
+
 def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
-    """Hex digest of the file at ``path``, read in 1 MiB chunks.
+    """Hex digest of the (regular) file at ``path``, read in 1 MiB chunks.
 
     Examples
     --------
@@ -27,7 +64,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
     900150983cd24fb0d6963f7d28e17f72 ba7816bf8f01cfea
     """
     h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
+    with open_file(path, sys.maxsize) as f:  # hashing holds one chunk at a time: any size will do
         _update_from(h, f)
     return h.hexdigest()
 
@@ -104,8 +141,9 @@ def check_file(path: str | os.PathLike, size: int | None, md5: str | None) -> No
     cnnkit.data.errors.DatasetError: .../f.bin: truncated: expected 4 bytes, got 3 bytes
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    check_size(path, path.stat().st_size, size)
-    if md5 is not None:
-        check_digest(path, file_digest(path, "md5"), md5)
+    with open_file(path, sys.maxsize) as f:  # one open file: the size and the digest are the same file's
+        check_size(path, os.fstat(f.fileno()).st_size, size)
+        if md5 is not None:
+            h = hashlib.md5()
+            _update_from(h, f)
+            check_digest(path, h.hexdigest(), md5)

@@ -9,31 +9,42 @@ Layouts, both with images stored as three 1024-byte planes (R, G, B) of a 32x32 
   bytes, 1 label byte then 3072 pixel bytes; ``batches.meta.txt`` lists the class names one per line.
 
 The python batches are pickles, and unpickling a file from a stranger can run arbitrary code. So they are
-never handed to the general unpickler: :class:`RestrictedUnpickler` resolves only the handful of numpy
-globals an ndarray needs and refuses everything else with :class:`UnsafePickleError`.
+never unpickled: :class:`RestrictedUnpickler` parses the opcode stream with :func:`pickletools.genops` (which
+executes nothing) and builds the dicts, lists, strings, numbers and numpy arrays a batch holds itself;
+anything else (``os.system``, any other global or call) raises :class:`UnsafePickleError`.
+
+Every file is opened only if it is a regular file within :data:`cnnkit.limits.LIMITS` (a FIFO or
+``/dev/zero`` is refused at once); an archive's members must be regular files or directories inside the
+target directory, each and all together within ``LIMITS.file_bytes``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
-import pickle
+import pickletools
+import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
+import zlib
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from cnnkit.data.checksum import check_file
+from cnnkit.data.checksum import check_file, open_file
 from cnnkit.data.dataset import SPLITS, Dataset
 from cnnkit.data.download import require_files
 from cnnkit.data.errors import DatasetError, UnsafePickleError
+from cnnkit.data.mnist import MAX_CLASSES
 from cnnkit.data.paths import locate_dir
 from cnnkit.data.registry import CIFAR10, DatasetSpec, get_spec
+from cnnkit.errors import quote
+from cnnkit.limits import LIMITS
+from cnnkit.limits import check_size as check_limit
 
 FORMATS = ("python", "binary")
 DIRNAMES = {"python": "cifar-10-batches-py", "binary": "cifar-10-batches-bin"}
@@ -78,49 +89,78 @@ def meta_name(fmt: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Restricted unpickling
+# Reading pickles as data: nothing is ever executed
 
 
-def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
-    """Stand-in for ``_codecs.encode``, which protocol-2 pickles written by Python 3 use to rebuild ``bytes``.
+MAX_PICKLE_OPCODES = 1_000_000
+"""Opcodes one python batch may hold (a CIFAR-10 batch has about 100,000): bounds the time spent and, as
+every memo entry, stack item and container costs an opcode, the memo, the stack and the objects built."""
 
-    Only the latin-1 str -> bytes conversion is allowed, nothing else the real function can do.
-    """
-    if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1"):
-        raise UnsafePickleError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}): only latin-1 allowed")
-    return text.encode("latin-1")
+MAX_PICKLE_DEPTH = 64
+"""Nesting of MARKs and of containers in one batch (a CIFAR-10 batch nests 4 deep)."""
 
-
-def _numpy_reconstruct() -> Callable[..., object]:
-    """numpy's ``_reconstruct`` (it builds an ndarray; numpy's stubs type its result as object)."""
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct as _reconstruct_1x
-
-        return _reconstruct_1x
-    return _reconstruct
-
-
-_RECONSTRUCT = _numpy_reconstruct()
-
-ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # how numpy 1.x (and the real files) name it
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # how numpy 2.x names it
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
+ALLOWED_GLOBALS: dict[tuple[str, str], str] = {
+    ("numpy.core.multiarray", "_reconstruct"): "reconstruct",  # how numpy 1.x (and the real files) name it
+    ("numpy._core.multiarray", "_reconstruct"): "reconstruct",  # how numpy 2.x names it
+    ("numpy", "ndarray"): "ndarray",
+    ("numpy", "dtype"): "dtype",
+    ("numpy.core.numeric", "_frombuffer"): "frombuffer",  # protocol 5 (numpy 1.x name)
+    ("numpy._core.numeric", "_frombuffer"): "frombuffer",  # protocol 5 (numpy 2.x name)
+    ("_codecs", "encode"): "encode",  # protocol 2 from Python 3 spells bytes as _codecs.encode(str, "latin1")
+    ("__builtin__", "bytes"): "bytes",  # ... and b"" as bytes()
+    ("builtins", "bytes"): "bytes",
 }
-"""Every global a CIFAR-10 batch may name, mapped to the object handed back (nothing is imported by name)."""
+"""Every global a CIFAR-10 batch may name, mapped to the role it plays in the reader. Nothing is imported
+or called: the reader recognises the pattern each one is used in and builds the data itself."""
+
+CODE_OPCODES = frozenset(
+    {"GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "PERSID", "BINPERSID",
+     "EXT1", "EXT2", "EXT4"}
+)
+"""Opcodes with which a pickle calls code; the reader accepts the first four only for numpy arrays and bytes."""
+
+_NUMERIC_DTYPE = re.compile(r"[<>|=]?([biuf])([1248])")
+_LATIN1 = ("latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "l1")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler for CIFAR-10 python batches that cannot be made to call arbitrary code.
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` as it is when short and printable, else quoted and shortened by :func:`cnnkit.errors.quote`."""
+    return text if len(text) <= limit and text.isprintable() else quote(text, limit)
 
-    Pickles only reach code through the globals they name; ``find_class`` resolves exactly the entries of
-    :data:`ALLOWED_GLOBALS` (numpy's ndarray rebuilders and a latin-1-only ``_codecs.encode``) and raises
-    :class:`UnsafePickleError` for any other, e.g. ``os.system``. Strings pickled by Python 2 are returned as
-    ``bytes`` (``encoding="bytes"``), as the CIFAR-10 files need.
+
+class _Global:
+    """A global named by the pickle and on the allow-list: a marker, never the object it names."""
+
+    __slots__ = ("module", "name", "role")
+
+    def __init__(self, module: str, name: str, role: str) -> None:
+        self.module, self.name, self.role = module, name, role
+
+
+class _Pending:
+    """A numpy array or dtype made by REDUCE whose state BUILD has yet to set (``value`` None until then)."""
+
+    __slots__ = ("dtype", "kind", "value")
+
+    def __init__(self, kind: str, dtype: np.dtype | None = None) -> None:
+        self.kind, self.dtype = kind, dtype
+        self.value: np.ndarray | np.dtype | None = None
+
+
+class RestrictedUnpickler:
+    """Reads a CIFAR-10 python batch (a pickle) as data, without unpickling it: nothing in it is ever run.
+
+    The opcode stream is parsed by :func:`pickletools.genops`, a parser that executes nothing, and the
+    reader interprets only the opcodes that CIFAR-10 batches use (protocol 2 as Python 2 wrote the real
+    files, and protocols 2 to 5 as Python 3 re-saves them): dicts, lists, tuples, strings, bytes, integers,
+    booleans, None, the memo, and numpy arrays. An array is recognised by the pattern numpy pickles it with
+    (``_reconstruct(ndarray, ...)`` then its state; or ``_frombuffer`` in protocol 5), and built from the raw
+    bytes by the reader itself, with its shape checked against those bytes and only plain numeric dtypes
+    (bool, integers, floats) allowed. Any other global (``os.system``), a REDUCE of anything else, INST,
+    OBJ, NEWOBJ, persistent ids or extension codes raise :class:`UnsafePickleError`; any other opcode, a
+    malformed or truncated stream, more than :data:`MAX_PICKLE_OPCODES` opcodes or nesting deeper than
+    :data:`MAX_PICKLE_DEPTH` raise DatasetError. Every length the stream declares is bounded by the bytes
+    actually there. Python 2 strings (``str``) are returned as ``bytes``, as the CIFAR-10 files need.
 
     Examples
     --------
@@ -135,26 +175,382 @@ class RestrictedUnpickler(pickle.Unpickler):
     cnnkit.data.errors.UnsafePickleError: <stream>: refusing to unpickle global ...
     """
 
-    def __init__(self, file: io.BufferedIOBase, source: str | os.PathLike = "<stream>") -> None:
-        super().__init__(file, encoding="bytes")
+    def __init__(self, file: io.BufferedIOBase | BinaryIO, source: str | os.PathLike = "<stream>") -> None:
+        self.file = file
         self.source = str(source)
 
-    def find_class(self, module: str, name: str) -> object:
-        obj = ALLOWED_GLOBALS.get((module, name))
-        if obj is None:
-            allowed = ", ".join(f"{m}.{n}" for m, n in ALLOWED_GLOBALS)
-            raise UnsafePickleError(
-                f"{self.source}: refusing to unpickle global {module}.{name}: a CIFAR-10 batch needs only "
-                f"{allowed}; this file is not a genuine CIFAR-10 batch and may be malicious"
-            )
+    def load(self) -> object:
+        """The data the pickle holds (at most ``LIMITS.file_bytes`` of it are read)."""
+        data = self.file.read(LIMITS.file_bytes + 1)
+        check_limit(len(data), LIMITS.file_bytes, f"{self.source}: the pickle", error=DatasetError)
+        return _PickleReader(bytes(data), self.source).run()
+
+
+class _PickleReader:
+    """The interpreter behind :class:`RestrictedUnpickler`: one instance reads one pickle."""
+
+    def __init__(self, data: bytes, source: str) -> None:
+        self.data, self.source = data, source
+        self.stack: list[Any] = []
+        self.metastack: list[list[Any]] = []
+        self.memo: dict[int, Any] = {}
+        self.depth: dict[int, int] = {}  # id of a list, dict or tuple -> how deep it nests
+        self.sealed: set[int] = set()  # ids of lists and dicts already inside another container: never changed again
+        self.tainted: set[int] = set()  # ids of tuples holding a global: arguments of a REDUCE, never data
+        self.keep: list[object] = []  # every container made, so that no id above is reused by another object
+
+    # -- errors -------------------------------------------------------------------------------------
+    def bad(self, why: str) -> DatasetError:
+        return DatasetError(f"{self.source}: not a readable CIFAR-10 python batch: {why}")
+
+    def refuse(self, what: str) -> UnsafePickleError:
+        return UnsafePickleError(
+            f"{self.source}: refusing to unpickle {what}: a CIFAR-10 batch holds only dicts, lists, strings, "
+            f"numbers and numpy arrays; this file is not a genuine CIFAR-10 batch and may be malicious"
+        )
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> object:
+        f = io.BytesIO(self.data)
+        ops = pickletools.genops(f)
+        count = 0
+        try:
+            for opcode, arg, pos in ops:
+                count += 1
+                if count > MAX_PICKLE_OPCODES:
+                    raise self.bad(f"more than {MAX_PICKLE_OPCODES:,} opcodes (a CIFAR-10 batch has about 100,000)")
+                name = opcode.name
+                if name == "STOP":
+                    result = self.data_value(self.pop())
+                    if f.tell() != len(self.data):
+                        raise self.bad(f"{len(self.data) - f.tell()} bytes after the end of the pickle (byte {f.tell()})")
+                    return result
+                handler = getattr(self, f"op_{name.lower()}", None)
+                if handler is None:
+                    if name in CODE_OPCODES:
+                        raise self.refuse(f"opcode {name} (byte {pos})")
+                    raise self.bad(f"unsupported pickle opcode {name} at byte {pos}")
+                handler(arg)
+        except DatasetError:
+            raise
+        except (ValueError, EOFError, OverflowError) as e:  # what genops raises for a truncated or garbled stream
+            raise self.bad(_clip(str(e))) from None
+        except RecursionError:  # pragma: no cover - nesting is bounded above
+            raise self.bad("nested too deeply") from None
+        raise self.bad("truncated: the pickle ends before its STOP opcode")  # pragma: no cover - genops raises first
+
+    # -- the stack ----------------------------------------------------------------------------------
+    def push(self, value: object) -> None:
+        self.stack.append(value)
+
+    def pop(self) -> Any:
+        if not self.stack:
+            raise self.bad("stack underflow (an opcode takes more values than there are)")
+        return self.stack.pop()
+
+    def top(self) -> Any:
+        if not self.stack:
+            raise self.bad("stack underflow (an opcode takes more values than there are)")
+        return self.stack[-1]
+
+    def pop_mark(self) -> list[Any]:
+        if not self.metastack:
+            raise self.bad("an opcode needs a MARK that is not there")
+        items, self.stack = self.stack, self.metastack.pop()
+        return items
+
+    def pop_n(self, n: int) -> list[Any]:
+        if len(self.stack) < n:
+            raise self.bad("stack underflow (an opcode takes more values than there are)")
+        items = self.stack[-n:]
+        del self.stack[-n:]
+        return items
+
+    # -- values -------------------------------------------------------------------------------------
+    def new(self, container: list | dict) -> None:
+        self.keep.append(container)
+        self.depth[id(container)] = 1
+        self.push(container)
+
+    def value(self, x: Any) -> Any:
+        """``x`` as it goes into a container or an argument list: a finished numpy array/dtype is itself."""
+        if isinstance(x, _Pending):
+            if x.value is None:
+                raise self.bad(f"a numpy {x.kind} is used before its state is set")
+            return x.value
+        return x
+
+    def data_value(self, x: Any) -> Any:
+        """``x`` as it goes into a list or dict, or out of the reader: data, never a global."""
+        x = self.value(x)
+        if isinstance(x, _Global) or (isinstance(x, tuple) and id(x) in self.tainted):
+            what = f"{x.module}.{x.name}" if isinstance(x, _Global) else "a tuple holding a global"
+            raise self.refuse(f"{_clip(what, 120)} as data")
+        return x
+
+    def contain(self, parent: object, child: Any) -> None:
+        """Record that ``child`` now lies inside ``parent``: it is sealed and deepens ``parent``."""
+        if isinstance(child, (list, dict, tuple)):
+            if child is parent:
+                raise self.bad("a container that holds itself")
+            self.sealed.add(id(child))
+            d = self.depth.get(id(child), 1) + 1
+            if d > MAX_PICKLE_DEPTH:
+                raise self.bad(f"containers nested deeper than {MAX_PICKLE_DEPTH}")
+            if d > self.depth[id(parent)]:
+                self.depth[id(parent)] = d
+
+    def make_tuple(self, items: list[Any]) -> tuple:
+        values = [self.value(x) for x in items]
+        t = tuple(values)
+        self.keep.append(t)
+        self.depth[id(t)] = 1
+        for v in values:
+            self.contain(t, v)
+            if isinstance(v, _Global) or (isinstance(v, tuple) and id(v) in self.tainted):
+                self.tainted.add(id(t))
+        return t
+
+    def target(self, kind: type) -> Any:
+        obj = self.top()
+        if type(obj) is not kind:
+            raise self.bad(f"adds items to a {type(obj).__name__}, not a {kind.__name__}")
+        if id(obj) in self.sealed:
+            raise self.bad(f"changes a {kind.__name__} after it was put inside another container")
         return obj
 
-    def persistent_load(self, pid: object) -> object:
-        raise UnsafePickleError(f"{self.source}: refusing persistent id {pid!r} in a CIFAR-10 batch")
+    def append(self, lst: list, x: Any) -> None:
+        x = self.data_value(x)
+        self.contain(lst, x)
+        lst.append(x)
+
+    def setitem(self, d: dict, k: Any, v: Any) -> None:
+        k, v = self.data_value(k), self.data_value(v)
+        self.contain(d, k)
+        self.contain(d, v)
+        try:
+            d[k] = v
+        except TypeError:
+            raise self.bad(f"a dict key of type {type(k).__name__}") from None
+
+    # -- opcodes: structure ---------------------------------------------------------------------------
+    def op_proto(self, arg: int) -> None:
+        if not 0 <= arg <= 5:
+            raise self.bad(f"unsupported pickle protocol {arg}")
+
+    def op_frame(self, arg: int) -> None:
+        pass  # framing only groups the opcodes that follow
+
+    def op_mark(self, arg: None) -> None:
+        if len(self.metastack) >= MAX_PICKLE_DEPTH:
+            raise self.bad(f"MARKs nested deeper than {MAX_PICKLE_DEPTH}")
+        self.metastack.append(self.stack)
+        self.stack = []
+
+    def op_empty_dict(self, arg: None) -> None:
+        self.new({})
+
+    def op_empty_list(self, arg: None) -> None:
+        self.new([])
+
+    def op_empty_tuple(self, arg: None) -> None:
+        self.push(self.make_tuple([]))
+
+    def op_tuple(self, arg: None) -> None:
+        self.push(self.make_tuple(self.pop_mark()))
+
+    def op_tuple1(self, arg: None) -> None:
+        self.push(self.make_tuple(self.pop_n(1)))
+
+    def op_tuple2(self, arg: None) -> None:
+        self.push(self.make_tuple(self.pop_n(2)))
+
+    def op_tuple3(self, arg: None) -> None:
+        self.push(self.make_tuple(self.pop_n(3)))
+
+    def op_append(self, arg: None) -> None:
+        x = self.pop()
+        self.append(self.target(list), x)
+
+    def op_appends(self, arg: None) -> None:
+        items = self.pop_mark()
+        lst = self.target(list)
+        for x in items:
+            self.append(lst, x)
+
+    def op_setitem(self, arg: None) -> None:
+        v = self.pop()
+        k = self.pop()
+        self.setitem(self.target(dict), k, v)
+
+    def op_setitems(self, arg: None) -> None:
+        items = self.pop_mark()
+        d = self.target(dict)
+        if len(items) % 2:
+            raise self.bad("SETITEMS with a key and no value")
+        for i in range(0, len(items), 2):
+            self.setitem(d, items[i], items[i + 1])
+
+    # -- opcodes: the memo ----------------------------------------------------------------------------
+    def op_binput(self, arg: int) -> None:
+        self.memo[arg] = self.top()
+
+    op_long_binput = op_binput
+
+    def op_memoize(self, arg: None) -> None:
+        self.memo[len(self.memo)] = self.top()
+
+    def op_binget(self, arg: int) -> None:
+        if arg not in self.memo:
+            raise self.bad(f"memo entry {arg} used before it is set")
+        x = self.memo[arg]
+        self.push(x.value if isinstance(x, _Pending) and x.value is not None else x)
+
+    op_long_binget = op_binget
+
+    # -- opcodes: scalars ---------------------------------------------------------------------------
+    def op_none(self, arg: None) -> None:
+        self.push(None)
+
+    def op_newtrue(self, arg: None) -> None:
+        self.push(True)
+
+    def op_newfalse(self, arg: None) -> None:
+        self.push(False)
+
+    def _push_arg(self, arg: object) -> None:
+        self.push(arg)
+
+    op_binint = op_binint1 = op_binint2 = op_long1 = op_binfloat = _push_arg
+    op_binunicode = op_short_binunicode = op_binunicode8 = _push_arg
+    op_binbytes = op_short_binbytes = op_binbytes8 = op_bytearray8 = _push_arg
+
+    def op_binstring(self, arg: str) -> None:
+        self.push(arg.encode("latin-1"))  # a Python 2 str: bytes (genops hands it over decoded as latin-1)
+
+    op_short_binstring = op_binstring
+
+    # -- opcodes: globals, and the calls allowed with them --------------------------------------------
+    def find(self, module: object, name: object) -> _Global:
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise self.refuse("a global whose name is not a string")
+        role = ALLOWED_GLOBALS.get((module, name))
+        if role is None:
+            raise self.refuse(f"global {_clip(f'{module}.{name}', 120)}")
+        return _Global(module, name, role)
+
+    def op_global(self, arg: str) -> None:
+        module, _, name = arg.partition(" ")
+        self.push(self.find(module, name))
+
+    def op_stack_global(self, arg: None) -> None:
+        name = self.pop()
+        module = self.pop()
+        self.push(self.find(module, name))
+
+    def op_reduce(self, arg: None) -> None:
+        args = self.pop()
+        func = self.pop()
+        if not isinstance(func, _Global):
+            raise self.refuse(f"a call of {type(func).__name__} (REDUCE)")
+        if not isinstance(args, tuple):
+            raise self.bad(f"the arguments of {func.module}.{func.name} are not a tuple")
+        self.push(getattr(self, f"call_{func.role}")(func, args))
+
+    def call_encode(self, func: _Global, args: tuple) -> bytes:
+        """``_codecs.encode(text, "latin1")``: how Python 3 pickles bytes at protocol 2."""
+        enc = args[1] if len(args) == 2 else None
+        if not (len(args) == 2 and isinstance(args[0], str) and isinstance(enc, str) and enc.lower() in _LATIN1):
+            shown = ", ".join(type(a).__name__ if not isinstance(a, str) else quote(a, 40) for a in args)
+            raise self.refuse(f"_codecs.encode({shown}): only latin-1 allowed")
+        try:
+            return args[0].encode("latin-1")
+        except UnicodeEncodeError:
+            raise self.bad("_codecs.encode of text that is not latin-1") from None
+
+    def call_bytes(self, func: _Global, args: tuple) -> bytes:
+        """``bytes()``: how Python 3 pickles ``b""`` at protocol 2."""
+        if args:
+            raise self.refuse(f"{func.module}.bytes with {len(args)} argument(s): only bytes() allowed")
+        return b""
+
+    def call_ndarray(self, func: _Global, args: tuple) -> None:
+        raise self.refuse("a call of numpy.ndarray (only numpy's _reconstruct may name it)")
+
+    def call_dtype(self, func: _Global, args: tuple) -> _Pending:
+        """``numpy.dtype(code, align, copy)``, ``code`` a plain numeric type; BUILD then sets the byte order."""
+        code = args[0] if args else None
+        if isinstance(code, bytes):
+            code = code.decode("latin-1")
+        m = _NUMERIC_DTYPE.fullmatch(code) if isinstance(code, str) and len(args) == 3 else None
+        if m is None:
+            raise self.bad(f"numpy dtype {quote(code, 40)}: only bool, integers and floats are accepted")
+        return _Pending("dtype", np.dtype(m.group(1) + m.group(2)))
+
+    def call_reconstruct(self, func: _Global, args: tuple) -> _Pending:
+        """``numpy...._reconstruct(ndarray, (0,), b"b")``: an empty array whose state BUILD sets."""
+        if not (len(args) == 3 and isinstance(args[0], _Global) and args[0].role == "ndarray"
+                and isinstance(args[1], tuple) and args[2] in (b"b", "b")):
+            raise self.refuse(f"{func.module}._reconstruct with arguments other than (numpy.ndarray, (0,), b'b')")
+        return _Pending("array")
+
+    def call_frombuffer(self, func: _Global, args: tuple) -> np.ndarray:
+        """``numpy...._frombuffer(buffer, dtype, shape, order)``: how protocol 5 pickles an array."""
+        if len(args) != 4 or not isinstance(args[0], (bytes, bytearray)) or args[3] not in ("C", "F"):
+            raise self.bad(f"{func.module}._frombuffer with unexpected arguments")
+        return self.array(args[2], args[1], args[3] == "F", args[0])
+
+    def array(self, shape: object, dtype: object, fortran: object, raw: object) -> np.ndarray:
+        """An array built from ``raw`` bytes, after checking its shape and dtype against them."""
+        if not isinstance(dtype, np.dtype):
+            raise self.bad(f"an array's dtype is a {type(dtype).__name__}")
+        if not isinstance(raw, (bytes, bytearray)):
+            raise self.bad(f"an array's data is a {type(raw).__name__}, not bytes (object arrays are refused)")
+        if (not isinstance(shape, tuple) or len(shape) > 32
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise self.bad(f"an array's shape is {quote(shape, 80)}")
+        nbytes = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+        if nbytes != len(raw):
+            raise self.bad(f"an array of shape {quote(shape, 80)} and dtype {dtype} needs {nbytes:,} bytes, got {len(raw):,}")
+        flat = np.frombuffer(raw, dtype=dtype)
+        return flat.reshape(shape, order="F" if fortran else "C").copy()
+
+    def op_build(self, arg: None) -> None:
+        state = self.value(self.pop())
+        obj = self.top()
+        if not isinstance(obj, _Pending) or obj.value is not None:
+            raise self.refuse(f"the state of a {type(obj).__name__} (BUILD)")
+        if not isinstance(state, tuple):
+            raise self.bad(f"the state of a numpy {obj.kind} is a {type(state).__name__}")
+        if obj.kind == "dtype":
+            obj.value = self.build_dtype(obj, state)
+        else:
+            if len(state) == 5 and state[0] == 1:
+                state = state[1:]  # (version, shape, dtype, is_fortran, data)
+            if len(state) != 4 or not isinstance(state[2], (bool, int)):
+                raise self.bad(f"the state of a numpy array is a tuple of {len(state)} unexpected items")
+            obj.value = self.array(state[0], state[1], state[2], state[3])
+        self.stack[-1] = obj.value
+
+    def build_dtype(self, obj: _Pending, state: tuple) -> np.dtype:
+        """The dtype with the byte order of its pickled state ``(3, "<", None, None, None, -1, -1, 0)``."""
+        order = state[1] if len(state) >= 2 else None
+        if isinstance(order, bytes):
+            order = order.decode("latin-1")
+        if (len(state) not in (8, 9) or state[0] not in (3, 4) or order not in ("<", ">", "|", "=")
+                or any(x is not None for x in state[2:5]) or (len(state) == 9 and state[8] is not None)):
+            raise self.bad("a numpy dtype with fields, a sub-array or metadata (only plain numbers are accepted)")
+        dtype = obj.dtype if obj.dtype is not None else np.dtype(np.uint8)  # call_dtype always sets it
+        if order not in "<>" or dtype.itemsize == 1:
+            return dtype
+        return dtype.newbyteorder("<" if order == "<" else ">")
 
 
 def restricted_unpickle(data: bytes, source: str | os.PathLike = "<bytes>") -> object:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`; any failure becomes a DatasetError naming ``source``.
+    """The data of the pickle ``data``, read by :class:`RestrictedUnpickler` (nothing in it is executed).
+
+    Every failure is a DatasetError naming ``source`` (:class:`UnsafePickleError` for a pickle that asks for
+    code to be run).
 
     Examples
     --------
@@ -165,21 +561,18 @@ def restricted_unpickle(data: bytes, source: str | os.PathLike = "<bytes>") -> o
     >>> restricted_unpickle(b"garbage", "batch_1")
     Traceback (most recent call last):
     ...
-    cnnkit.data.errors.DatasetError: batch_1: not a readable CIFAR-10 python batch: UnpicklingError: pickle data was truncated
+    cnnkit.data.errors.DatasetError: batch_1: not a readable CIFAR-10 python batch: ...
     """
-    try:
-        return RestrictedUnpickler(io.BytesIO(data), source).load()
-    except DatasetError:
-        raise
-    except Exception as e:  # truncated or garbled pickles raise many types (EOFError, UnpicklingError, ...)
-        raise DatasetError(f"{source}: not a readable CIFAR-10 python batch: {type(e).__name__}: {e}") from None
+    return RestrictedUnpickler(io.BytesIO(data), source).load()
 
 
-def _key(d: dict, key: str, source: str | os.PathLike) -> object:
+def _key(d: object, key: str, source: str | os.PathLike) -> object:
+    if not isinstance(d, dict):
+        raise DatasetError(f"{source}: a CIFAR-10 batch is a dict, got {type(d).__name__}")
     for k in (key.encode(), key):
         if k in d:
             return d[k]
-    raise DatasetError(f"{source}: CIFAR-10 batch lacks the key {key!r}; it has {sorted(map(repr, d))}")
+    raise DatasetError(f"{source}: CIFAR-10 batch lacks the key {key!r}; it has {quote(sorted(map(repr, d)))}")
 
 
 def _planes_to_nhwc(rows: np.ndarray) -> np.ndarray:
@@ -212,10 +605,12 @@ def decode_python_batch(data: bytes, source: str | os.PathLike = "<bytes>") -> t
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != PIXELS:
         got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
         raise DatasetError(f"{source}: b'data' must be a uint8 array of shape (n, {PIXELS}), got {got}")
+    if not isinstance(labels, (list, tuple, np.ndarray)) or (isinstance(labels, np.ndarray) and labels.dtype.kind not in "iub"):
+        raise DatasetError(f"{source}: b'labels' must be a list of integers, got {type(labels).__name__}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as e:
-        raise DatasetError(f"{source}: b'labels' must be a list of integers: {e}") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DatasetError(f"{source}: b'labels' must be a list of integers: {quote(str(e))}") from None
     if labels.shape != (pixels.shape[0],):
         raise DatasetError(f"{source}: {pixels.shape[0]} images but labels of shape {labels.shape}")
     return _planes_to_nhwc(pixels), labels
@@ -283,19 +678,30 @@ def read_binary_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return decode_binary_batch(_read(path), path)
 
 
-def _read(path: str | os.PathLike) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
+def _read(path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """The bytes of ``path``: a regular file of at most ``limit`` bytes (default ``LIMITS.file_bytes``)."""
+    limit = LIMITS.file_bytes if limit is None else limit
+    with open_file(path, limit) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew after it was opened
+        check_limit(len(data), limit, f"{path}", error=DatasetError)
+    return data
 
 
 def _decode_meta(data: bytes, source: str, fmt: str) -> tuple[str, ...]:
-    if fmt == "binary":
-        return tuple(line.strip() for line in data.decode("utf-8").splitlines() if line.strip())
-    meta: Any = restricted_unpickle(data, source)  # unpickled content, not type-checked here
-    names: Any = _key(meta, "label_names", source)
-    return tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
+    try:
+        if fmt == "binary":
+            names: Any = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+        else:
+            names = _key(restricted_unpickle(data, source), "label_names", source)
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
+                raise DatasetError(f"{source}: b'label_names' must be a list of strings, got {quote(names, 80)}")
+            names = [n.decode("utf-8") if isinstance(n, bytes) else n for n in names]
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{source}: class names are not UTF-8 text: {e}") from None
+    if len(names) > MAX_CLASSES:
+        raise DatasetError(f"{source}: {len(names):,} class names, more than {MAX_CLASSES:,}")
+    return tuple(names)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,20 +709,51 @@ def _decode_meta(data: bytes, source: str, fmt: str) -> tuple[str, ...]:
 
 
 def _check_members(tf: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
-    """The archive's members, refusing links, devices, absolute paths and ``..`` (a path-traversal guard)."""
-    members = tf.getmembers()
-    for m in members:
+    """The archive's members, refusing links, devices, absolute paths and ``..`` (a path-traversal guard),
+    and sizes over ``LIMITS.file_bytes`` (each and all together) or more than ``LIMITS.members`` members.
+
+    Each header is checked before the next is read: reading the next one means decompressing the data of
+    this one, so a member declaring a huge size is refused before any of it is decompressed."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    while (m := tf.next()) is not None:
         p = PurePosixPath(m.name)
         if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
-            raise DatasetError(f"{archive}: refusing unsafe archive member {m.name!r}")
+            raise DatasetError(f"{archive}: refusing unsafe archive member {quote(m.name, 120)}")
+        total += m.size
+        check_limit(total, LIMITS.file_bytes, f"{archive}: its members up to {quote(m.name, 120)}", error=DatasetError)
+        members.append(m)
+        if len(members) > LIMITS.members:
+            raise DatasetError(f"{archive}: more than {LIMITS.members:,} members (CNNKIT_MAX_MEMBERS)")
     return members
 
 
-def _open_tar(archive: Path) -> tarfile.TarFile:
-    try:
-        return tarfile.open(archive, "r:*")
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DatasetError(f"{archive}: not a readable tar archive: {e}") from None
+TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+"""What reading a truncated or corrupt (compressed) tar archive raises."""
+
+
+class _Tar:
+    """A tar archive (plain or compressed) opened only if it is a regular file within ``LIMITS.file_bytes``."""
+
+    def __init__(self, archive: Path) -> None:
+        self.file: BinaryIO = open_file(archive)
+        try:
+            self.tf = tarfile.open(fileobj=self.file, mode="r:*")  # noqa: SIM115 - closed by close()
+        except TAR_ERRORS as e:
+            self.file.close()
+            raise DatasetError(f"{archive}: not a readable tar archive: {quote(str(e))}") from None
+
+    def close(self) -> None:
+        try:
+            self.tf.close()
+        finally:
+            self.file.close()
+
+    def __enter__(self) -> _Tar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike | None = None) -> list[Path]:
@@ -345,15 +782,20 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike | None =
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extract", dir=dest))
     try:
-        with _open_tar(archive) as tf:
+        with _Tar(archive) as tar:
+            tf = tar.tf
             try:
                 members = _check_members(tf, archive)
                 if hasattr(tarfile, "data_filter"):
                     tf.extractall(tmp, members=members, filter="data")
                 else:  # pragma: no cover - Python < 3.11.4; members were checked above
                     tf.extractall(tmp, members=members)
-            except (tarfile.TarError, EOFError, OSError) as e:
-                raise DatasetError(f"{archive}: truncated or corrupt archive: {e}") from None
+            except DatasetError:
+                raise
+            except PermissionError:
+                raise
+            except TAR_ERRORS as e:
+                raise DatasetError(f"{archive}: truncated or corrupt archive: {quote(str(e))}") from None
         tops: list[Path] = []
         for entry in sorted(tmp.iterdir()):
             target = dest / entry.name
@@ -387,25 +829,35 @@ class _DirSource:
 class _TarSource:
     def __init__(self, archive: Path, dirname: str) -> None:
         self.archive, self.dirname = archive, dirname
-        self.tf = _open_tar(archive)
+        self.tar = _Tar(archive)
+        self.tf = self.tar.tf
         try:
             self.members = {m.name: m for m in _check_members(self.tf, archive) if m.isfile()}
-        except (tarfile.TarError, EOFError, OSError) as e:
-            self.tf.close()
-            raise DatasetError(f"{archive}: truncated or corrupt archive: {e}") from None
+        except DatasetError:
+            self.tar.close()
+            raise
+        except TAR_ERRORS as e:
+            self.tar.close()
+            raise DatasetError(f"{archive}: truncated or corrupt archive: {quote(str(e))}") from None
 
     def read(self, name: str) -> tuple[bytes, str]:
         member = f"{self.dirname}/{name}"
         source = f"{self.archive}:{member}"
         if member not in self.members:
             raise DatasetError(f"{source}: not in the archive")
+        info = self.members[member]
         try:
-            f = self.tf.extractfile(self.members[member])
+            f = self.tf.extractfile(info)
             if f is None:
                 raise DatasetError(f"{source}: not a regular file")
-            return f.read(), source
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise DatasetError(f"{source}: truncated or corrupt archive: {e}") from None
+            data = f.read(info.size)  # the size was checked against the limit with the header
+        except DatasetError:
+            raise
+        except TAR_ERRORS as e:
+            raise DatasetError(f"{source}: truncated or corrupt archive: {quote(str(e))}") from None
+        if len(data) != info.size:
+            raise DatasetError(f"{source}: truncated archive: {len(data)} of the member's {info.size} bytes")
+        return data, source
 
     def has(self, name: str) -> bool:
         return f"{self.dirname}/{name}" in self.members
@@ -416,7 +868,7 @@ class _TarSource:
         return sorted(names, key=lambda n: self.members[f"{self.dirname}/{n}"].offset)
 
     def close(self) -> None:
-        self.tf.close()
+        self.tar.close()
 
 
 def _open_source(

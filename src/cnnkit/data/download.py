@@ -15,6 +15,7 @@ from cnnkit.data.checksum import CHUNK, check_digest, check_file, check_size
 from cnnkit.data.errors import DatasetError, DatasetNotFoundError
 from cnnkit.data.paths import candidate_paths, locate_file, resolve_data_dir
 from cnnkit.data.registry import DatasetSpec, FileSpec, get_spec
+from cnnkit.limits import LIMITS
 
 Progress = Callable[[str, int, "int | None"], None]
 """``progress(url, bytes_so_far, total_or_None)``, called after every chunk received."""
@@ -70,7 +71,10 @@ def _fetch_one(url: str, f: FileSpec, dest: Path, timeout: float, progress: Prog
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
             total = int(length) if length and length.isdigit() else f.size
+            most = f.size if f.size is not None else LIMITS.file_bytes  # a mirror may send without end
             while chunk := resp.read(CHUNK):
+                if received + len(chunk) > most:
+                    raise DatasetError(f"{url}: too long: it sends more than the {most:,} bytes expected of {f.name}")
                 out.write(chunk)
                 md5.update(chunk)
                 if sha256 is not None:

@@ -3,7 +3,9 @@
 :func:`load_image_folder` decodes every image into memory at once; :class:`ImageFolder` is the same folder
 as a source (:mod:`cnnkit.data.source`) that decodes the images of each batch when they are asked for,
 keeping decoded images in a cache of bounded size, so that a folder larger than memory still trains.
-Both decode through :func:`cnnkit.data.images.decode_image`, as ``cnnkit predict`` does.
+Both decode through :func:`cnnkit.data.images.decode_image`, as ``cnnkit predict`` does, so the same guards
+apply: only regular files are opened, an image's header is checked against ``LIMITS.image_pixels`` before
+it is decoded, and a malformed file raises DatasetError naming it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 from cnnkit.backend import Array
 from cnnkit.data.dataset import Dataset
 from cnnkit.data.errors import DatasetError, DatasetNotFoundError
-from cnnkit.data.images import COLOR_MODES, decode_image, pillow
+from cnnkit.data.images import COLOR_MODES, decode_image, pillow, read_image_size
+from cnnkit.limits import LIMITS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """File name endings (case-insensitive) taken as images; other files are ignored."""
@@ -98,8 +101,8 @@ class MixedSizesError(DatasetError):
 def _check_options(color: str, size: tuple[int, int] | None) -> None:
     if color not in COLOR_MODES:
         raise ValueError(f"color must be one of {tuple(COLOR_MODES)}, got {color!r}")
-    if size is not None and (len(size) != 2 or min(size) < 1):
-        raise ValueError(f"size must be (H, W) with positive entries, got {size!r}")
+    if size is not None and (len(size) != 2 or min(size) < 1 or size[0] * size[1] > LIMITS.image_pixels):
+        raise ValueError(f"size must be (H, W) with positive entries and at most {LIMITS.image_pixels:,} pixels, got {size!r}")
 
 
 def load_image_folder(
@@ -207,17 +210,9 @@ class ImageFolder:
 
     def _check_sizes(self) -> None:
         """MixedSizesError now, from the files' headers (no pixels decoded), rather than in the middle of training."""
-        image = pillow()
         h0, w0 = self._shape[:2]
         for path in self.paths[1:]:
-            try:
-                if path.suffix.lower() == ".npy":
-                    hw = tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape[:2])
-                else:
-                    with image.open(path) as im:
-                        hw = (im.size[1], im.size[0])
-            except (OSError, ValueError) as exc:
-                raise DatasetError(f"{path}: cannot read the image: {exc}") from None
+            hw = read_image_size(path)  # regular files only, within the limits; DatasetError otherwise
             if hw != (h0, w0):
                 raise MixedSizesError(path, (*hw, self._shape[2]), self.paths[0], self._shape)
 

@@ -13,6 +13,10 @@ from cnnkit.data.errors import DatasetError
 from cnnkit.data.idx import read_idx
 from cnnkit.data.registry import DatasetSpec, FileSpec, get_spec
 
+MAX_CLASSES = 100_000
+"""Classes a dataset may have: without class names, labels up to ``MAX_CLASSES - 1`` (a label file from a
+stranger holding 2**31 would otherwise make two billion names)."""
+
 
 def _check_split(split: str) -> str:
     if split not in SPLITS:
@@ -31,7 +35,9 @@ def load_idx_pair(
     """A Dataset from an IDX image file (N, H, W) or (N, H, W, C) of uint8 and an IDX label file (N,).
 
     ``images_file``/``labels_file`` (when given) supply the size and md5 each file is checked against.
-    ``classes`` defaults to ``"0"``.. up to the largest label.
+    ``classes`` defaults to ``"0"``.. up to the largest label (below :data:`MAX_CLASSES`). Both files are
+    read by :func:`~cnnkit.data.idx.read_idx`, which checks each header against the file and the limits
+    before allocating anything.
 
     Examples
     --------
@@ -61,7 +67,10 @@ def load_idx_pair(
         )
     labels = labels.astype(np.int64)
     if classes is None:
-        classes = tuple(str(i) for i in range(int(labels.max(initial=-1)) + 1))
+        top = int(labels.max(initial=-1))
+        if top >= MAX_CLASSES:
+            raise DatasetError(f"{labels_path}: the largest label is {top}; at most {MAX_CLASSES:,} classes are accepted")
+        classes = tuple(str(i) for i in range(top + 1))
     if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
         raise DatasetError(
             f"{labels_path}: labels must lie in [0, {len(classes)}), got range [{labels.min()}, {labels.max()}]"

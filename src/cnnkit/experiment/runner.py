@@ -208,6 +208,29 @@ def run_local(
     return results
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """RuntimeError at once, naming ``address`` (HOST:PORT), when nothing answers there (Ray would retry for minutes).
+
+    Examples
+    --------
+    >>> check_reachable("not an address")
+    Traceback (most recent call last):
+    ...
+    RuntimeError: Ray address 'not an address' is not HOST:PORT
+    """
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RuntimeError(f"Ray address {address!r} is not HOST:PORT")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise RuntimeError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with `ray start --head` "
+                           f"or give the address it printed") from None
+
+
 def run_ray(
     jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: str | None, address: str | None, threads: int,
     log: Callable[[str], None] = print, costs: dict[str, float] | None = None,
@@ -220,6 +243,8 @@ def run_ray(
         import ray
     except ImportError:
         raise RuntimeError("the ray executor needs Ray: pip install 'cnnkit[ray]'") from None
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        check_reachable(address)
     todo = list(jobs)
     started_here = not ray.is_initialized()
     if started_here:

@@ -27,7 +27,8 @@ import numpy as np
 from cnnkit.errors import MismatchError, ModelFileError, quote
 from cnnkit.nn.architecture import from_data, to_data
 from cnnkit.nn.base import Layer
-from cnnkit.serialize import PathLike, flatten_state, load_arrays, load_state_arrays, save_arrays, state_arrays, unflatten_state
+from cnnkit.nn.init import shapes_only
+from cnnkit.serialize import NpzReader, PathLike, flatten_state, load_state_arrays, save_arrays, state_arrays, unflatten_state
 
 FORMAT = "cnnkit-model-2"
 FORMAT_V1 = "cnnkit-model-1"
@@ -154,32 +155,103 @@ def load_model(path: PathLike) -> ModelFile:
     ...
     cnnkit.errors.ModelFileError: .../other.npz: not a cnnkit model file ...
     """
-    arrays, meta = load_arrays(path)
-    fmt = meta.get("format")
-    dtype_name = meta.get("dtype", "float32")
-    if dtype_name not in ("float32", "float64"):
-        raise ModelFileError(f"{path}: dtype {quote(dtype_name, 40)} is not float32 or float64")
-    dtype = np.dtype(dtype_name)
-    input_shape = _shape(meta.get("input_shape"), path)
-    if fmt == FORMAT:
-        network = from_data(meta.get("architecture"), dtype)
-    elif fmt == FORMAT_V1:
-        from cnnkit.models.spec import BuildOptions, build
-
-        if input_shape is None or not isinstance(meta.get("spec"), str):
-            raise ModelFileError(f"{path}: a {FORMAT_V1} file needs 'spec' and 'input_shape'")
-        network = build(meta["spec"], input_shape, np.random.default_rng(0), BuildOptions(init="pytorch", dtype=dtype))  # type: ignore[arg-type]
-    else:
-        raise ModelFileError(f"{path}: not a cnnkit model file (format {quote(fmt, 60)}, expected {FORMAT!r})")
+    with NpzReader(path, ModelFileError, "a cnnkit model file") as z:
+        meta = z.meta
+        fmt = meta.get("format")
+        if fmt not in (FORMAT, FORMAT_V1):
+            raise ModelFileError(f"{path}: not a cnnkit model file (format {quote(fmt, 60)}, expected {FORMAT!r})")
+        dtype_name = meta.get("dtype", "float32")
+        if dtype_name not in ("float32", "float64"):
+            raise ModelFileError(f"{path}: dtype {quote(dtype_name, 40)} is not float32 or float64")
+        dtype = np.dtype(dtype_name)
+        input_shape = _shape(meta.get("input_shape"), path)
+        classes = meta.get("classes")
+        if classes is not None and not (
+            isinstance(classes, list) and len(classes) <= 1_000_000 and all(isinstance(c, str) and len(c) <= 1000 for c in classes)
+        ):
+            raise ModelFileError(f"{path}: 'classes' must be a list of names (at most 1000 characters each)")
+        # the architecture, built without memory, says which arrays the file must hold; they are checked
+        # against the archive's headers before anything is read or allocated
+        with shapes_only():
+            template = _network(meta, fmt, dtype, input_shape, path)
+        expected = {f"param/{k}": v for k, v in template.params.items()}
+        expected.update({f"buffer/{k}": v for k, v in template.buffers.items()})
+        _check_headers(z, expected, path)
+        refs = _refs(meta.get("preprocess") or {}, path)
+        missing = sorted(refs - set(z.headers))
+        if missing:
+            raise ModelFileError(f"{path}: its preprocessing refers to arrays it does not hold: {quote(missing[:5], 200)}")
+        unknown = sorted(k for k in z.headers if k not in expected and k not in refs)
+        if unknown:
+            raise ModelFileError(f"{path}: holds arrays its architecture does not have: {quote(unknown[:5], 200)}")
+        network = _network(meta, fmt, dtype, input_shape, path)
+        arrays = {k: z.read(k) for k in z.headers}
     try:
         load_state_arrays(network, arrays)
     except ValueError as exc:
         raise ModelFileError(f"{path}: the stored weights do not fit the architecture: {exc}") from None
-    classes = meta.get("classes")
-    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-        raise ModelFileError(f"{path}: 'classes' must be a list of names")
     preprocess = unflatten_state(meta.get("preprocess") or {}, arrays) or None
+    if preprocess is not None:
+        from cnnkit.data.preprocess import Preprocessor
+
+        try:
+            Preprocessor.from_dict(preprocess)
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(f"{path}: its preprocessing is malformed: {exc}") from None
     return ModelFile(network, input_shape, classes, preprocess, meta)
+
+
+def _network(meta: dict[str, Any], fmt: str, dtype: np.dtype, input_shape: tuple[int, ...] | None, path: PathLike) -> Layer:
+    """The network the metadata describes (inside ``shapes_only``: no memory); ModelFileError if it cannot be built."""
+    from cnnkit.errors import SpecError
+    from cnnkit.limits import LIMITS, check_size
+
+    if fmt == FORMAT:
+        network = from_data(meta.get("architecture"), dtype)
+    else:
+        from cnnkit.models.spec import BuildOptions, build
+
+        spec = meta.get("spec")
+        if input_shape is None or len(input_shape) != 3 or not isinstance(spec, str):
+            raise ModelFileError(f"{path}: a {FORMAT_V1} file needs 'spec' and an H x W x C 'input_shape'")
+        try:
+            network = build(spec, (input_shape[0], input_shape[1], input_shape[2]), np.random.default_rng(0),
+                            BuildOptions(init="pytorch", dtype=dtype))
+        except SpecError as exc:
+            raise ModelFileError(f"{path}: its network string does not build: {exc}") from None
+    nbytes = sum(v.size * v.dtype.itemsize for v in network.params.values())
+    check_size(nbytes, LIMITS.param_bytes, f"{path}: its network's parameters", "param_bytes", ModelFileError)
+    return network
+
+
+def _check_headers(z: NpzReader, expected: dict[str, Any], path: PathLike) -> None:
+    for key, want in expected.items():
+        h = z.headers.get(key)
+        if h is None:
+            if key.endswith("num_batches_tracked"):  # files of the first format lack it
+                continue
+            raise ModelFileError(f"{path}: the architecture has {quote(key, 100)}, which the file does not hold")
+        if h.shape != tuple(want.shape) or h.dtype != want.dtype:
+            raise ModelFileError(f"{path}: {quote(key, 100)} is stored as {h.shape} {h.dtype}; the architecture needs "
+                                 f"{tuple(want.shape)} {want.dtype}")
+
+
+def _refs(tree: Any, path: PathLike) -> set[str]:
+    """The array names a flattened state refers to (see :func:`cnnkit.serialize.flatten_state`)."""
+    out: set[str] = set()
+    stack = [tree]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if set(v) == {"__array__"}:
+                if not isinstance(v["__array__"], str):
+                    raise ModelFileError(f"{path}: an array reference must be a name")
+                out.add(v["__array__"])
+            else:
+                stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return out
 
 
 def _shape(value: Any, path: PathLike) -> tuple[int, ...] | None:

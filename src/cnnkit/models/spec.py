@@ -20,12 +20,14 @@ layer factory, costs and PyTorch equivalent) is one entry of :mod:`cnnkit.models
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnkit.errors import ShapeError, SpecError
+from cnnkit.errors import ShapeError, SpecError, quote
+from cnnkit.limits import LIMITS
 from cnnkit.models.tokens import EXPECTED, TOKEN_KINDS, BuildContext, entry
 from cnnkit.nn.base import Layer, Trace, TraceRow
 from cnnkit.nn.init import shapes_only
@@ -55,7 +57,8 @@ class Token:
 
 def _where(spec: str, index: int, tokens: list[str]) -> str:
     col = sum(len(t) + 1 for t in tokens[:index])
-    return f"token {index + 1} {tokens[index]!r} (character {col + 1} of {spec!r})"
+    whole = repr(spec) if len(spec) <= 200 else f"a {len(spec):,}-character string"
+    return f"token {index + 1} {quote(tokens[index], 80)} (character {col + 1} of {whole})"
 
 
 def parse(spec: str) -> list[Token]:
@@ -72,12 +75,21 @@ def parse(spec: str) -> list[Token]:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError(f"empty network string; {EXPECTED}")
+    if len(spec) > LIMITS.spec_chars:
+        raise SpecError(f"network string of {len(spec):,} characters, over the limit of {LIMITS.spec_chars:,} (CNNKIT_MAX_SPEC_CHARS): "
+                        f"{quote(spec, 60)}")
     spec = "".join(spec.split())  # spaces ignored; positions below count in this compact string
     raw = [t.lower() for t in spec.split(",")]
+    if len(raw) > LIMITS.layers:
+        raise SpecError(
+            f"network string of {len(raw):,} tokens, over the limit of {LIMITS.layers:,} (CNNKIT_MAX_LAYERS): {quote(spec, 60)}"
+        )
     out: list[Token] = []
     for i, t in enumerate(raw):
         if not t:
             raise SpecError(f"empty {_where(spec, i, raw)} (two commas in a row?)")
+        if re.search(r"\d{10,}", t):
+            raise SpecError(f"{_where(spec, i, raw)}: a number of 10 or more digits is not a size any layer can have")
         k = next((k for k in TOKEN_KINDS if k.pattern.fullmatch(t)), None)
         if k is None:
             raise SpecError(f"cannot parse {_where(spec, i, raw)}; {EXPECTED}")

@@ -1,6 +1,7 @@
 """Layers, losses and containers: thin classes over :mod:`cnnkit.ops` with PyTorch's names.
 
-Contract: ``y = layer.forward(x, train=False)`` (or ``layer(x)``), ``dx = layer.backward(dy)``;
+Contract: ``y = layer.forward(x)`` (or ``layer(x)``; training mode until ``layer.eval()``, or per call
+``forward(x, train=False)``), ``dx = layer.backward(dy)``;
 ``layer.params`` and ``layer.grads`` are dicts with the same keys. Losses: ``value = loss.forward(pred,
 target)`` then ``dpred = loss.backward()``. Activations are NHWC.
 """

@@ -45,6 +45,21 @@ class ReLU(Layer):
     """y = max{0, x} (eq. 15.13); backward passes dy where x > 0 (eqs. 15.14-15.15). Any shape.
 
     ``inplace=True`` overwrites the input with the output (saves one array per layer).
+
+    Examples
+    --------
+    Eq. 15.13 forward; backward (eqs. 15.14-15.15) lets dy through where x > 0 only.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import ReLU
+    >>> relu = ReLU()  # a new layer is in training mode, so the forward keeps what backward needs
+    >>> x = np.array([[-2.0, 0.0], [3.0, -1.0]], np.float32).reshape(1, 2, 2, 1)  # NHWC
+    >>> relu(x)[0, :, :, 0]
+    array([[0., 0.],
+           [3., 0.]], dtype=float32)
+    >>> relu.backward(np.full_like(x, 5.0))[0, :, :, 0]
+    array([[0., 0.],
+           [5., 0.]], dtype=float32)
     """
 
     elementwise = True
@@ -67,7 +82,18 @@ class ReLU(Layer):
 
 
 class Sigmoid(Layer):
-    """Logistic sigmoid 1 / (1 + exp(-x)), derivative y (1 - y) (seed 000 §15.4). Any shape."""
+    """Logistic sigmoid 1 / (1 + exp(-x)), derivative y (1 - y) (seed 000 §15.4). Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Sigmoid
+    >>> sig = Sigmoid()
+    >>> sig(np.array([0.0, 3.0], np.float32)).round(4)
+    array([0.5   , 0.9526], dtype=float32)
+    >>> sig.backward(np.ones(2, np.float32)).round(4)  # y (1 - y)
+    array([0.25  , 0.0452], dtype=float32)
+    """
 
     elementwise = True
 
@@ -82,7 +108,18 @@ class Sigmoid(Layer):
 
 
 class Tanh(Layer):
-    """Hyperbolic tangent, derivative 1 - y^2. Any shape."""
+    """Hyperbolic tangent, derivative 1 - y^2. Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Tanh
+    >>> tanh = Tanh()
+    >>> tanh(np.array([-1.0, 0.0, 1.0], np.float32)).round(4)
+    array([-0.7616,  0.    ,  0.7616], dtype=float32)
+    >>> tanh.backward(np.ones(3, np.float32)).round(4)  # 1 - y^2
+    array([0.42, 1.  , 0.42], dtype=float32)
+    """
 
     elementwise = True
 
@@ -97,7 +134,18 @@ class Tanh(Layer):
 
 
 class LeakyReLU(Layer):
-    """y = x for x > 0, negative_slope * x otherwise. Any shape."""
+    """y = x for x > 0, negative_slope * x otherwise. Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import LeakyReLU
+    >>> act = LeakyReLU(negative_slope=0.1)
+    >>> act(np.array([-2.0, 3.0], np.float32))
+    array([-0.2,  3. ], dtype=float32)
+    >>> act.backward(np.ones(2, np.float32))
+    array([0.1, 1. ], dtype=float32)
+    """
 
     elementwise = True
 
@@ -123,6 +171,21 @@ class PReLU(Layer):
 
     ``params["weight"]``: (num_parameters,), filled with ``init``; num_parameters is 1 (one slope shared
     by all channels) or C, the number of channels on the input's last axis (NHWC, or (N, C)).
+
+    Examples
+    --------
+    One slope per channel of an NHWC input; backward also gives dL/da, summed over the negative inputs.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import PReLU
+    >>> act = PReLU(num_parameters=2)  # slopes start at 0.25
+    >>> x = np.array([[-4.0, 2.0], [-2.0, -8.0]], np.float32).reshape(1, 1, 2, 2)  # (N, H, W, C=2)
+    >>> act(x)[0, 0]
+    array([[-1. ,  2. ],
+           [-0.5, -2. ]], dtype=float32)
+    >>> _ = act.backward(np.ones_like(x))
+    >>> act.grads["weight"]  # channel 0: -4 - 2; channel 1: -8
+    array([-6., -8.], dtype=float32)
     """
 
     elementwise = True
@@ -151,7 +214,15 @@ class PReLU(Layer):
 
 
 class ELU(Layer):
-    """y = x for x > 0, alpha (exp(x) - 1) otherwise. Any shape."""
+    """y = x for x > 0, alpha (exp(x) - 1) otherwise. Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import ELU
+    >>> ELU(alpha=1.0)(np.array([-1.0, 0.0, 2.0], np.float32)).round(4)
+    array([-0.6321,  0.    ,  2.    ], dtype=float32)
+    """
 
     elementwise = True
 
@@ -173,7 +244,15 @@ class ELU(Layer):
 
 
 class Softplus(Layer):
-    """y = log(1 + exp(beta x)) / beta, linear (y = x) where beta x > threshold. Any shape."""
+    """y = log(1 + exp(beta x)) / beta, linear (y = x) where beta x > threshold. Any shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Softplus
+    >>> Softplus()(np.array([-1.0, 0.0, 30.0], np.float32)).round(4)  # 30 > threshold: y = x
+    array([ 0.3133,  0.6931, 30.    ], dtype=float32)
+    """
 
     elementwise = True
 
@@ -200,6 +279,19 @@ class Softmax(Layer):
     """Softmax over the last axis (eq. 15.7): (..., K) -> (..., K), rows summing to 1.
 
     Only the last axis is supported (``dim=-1``), the class/channel axis of cnnkit's channel-last layout.
+
+    Examples
+    --------
+    Eq. 15.7 turns scores into a probability mass function over the classes (last axis).
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Softmax
+    >>> p = Softmax()(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], np.float32))  # (N, K) scores
+    >>> p.round(4)
+    array([[0.09  , 0.2447, 0.6652],
+           [0.3333, 0.3333, 0.3333]], dtype=float32)
+    >>> p.sum(axis=-1)
+    array([1., 1.], dtype=float32)
     """
 
     elementwise = True
@@ -223,7 +315,16 @@ class Softmax(Layer):
 
 
 class LogSoftmax(Layer):
-    """log softmax over the last axis: (..., K) -> (..., K)."""
+    """log softmax over the last axis, the logarithm of eq. 15.7: (..., K) -> (..., K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import LogSoftmax
+    >>> y = LogSoftmax()(np.array([[1.0, 2.0, 3.0]], np.float32))
+    >>> y.round(4), round(float(np.exp(y).sum()), 4)
+    (array([[-2.4076, -1.4076, -0.4076]], dtype=float32), 1.0)
+    """
 
     elementwise = True
 

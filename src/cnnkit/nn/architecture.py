@@ -38,7 +38,15 @@ MAX_LAYERS = 100_000
 
 
 def layer_classes() -> dict[str, type[Layer]]:
-    """The classes an architecture may name: every layer exported by :mod:`cnnkit.nn`."""
+    """The classes an architecture may name: every layer exported by :mod:`cnnkit.nn`.
+
+    Examples
+    --------
+    >>> from cnnkit.nn.architecture import layer_classes
+    >>> classes = layer_classes()
+    >>> classes["Conv2d"].__name__, "Sequential" in classes, "Layer" in classes  # base classes are not buildable
+    ('Conv2d', True, False)
+    """
     import cnnkit.nn as nn
 
     out: dict[str, type[Layer]] = {}
@@ -53,6 +61,18 @@ def to_data(net: Layer) -> dict[str, Any]:
     """The architecture of ``net`` as JSON-able data (no weights).
 
     Raises NotImplementedError for a layer class that does not describe its configuration.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear, ReLU, Sequential
+    >>> from cnnkit.nn.architecture import to_data
+    >>> fc = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> data = to_data(Sequential(fc, ReLU(), fc))  # fc used twice: the second use refers to the first
+    >>> data["children"][0][1]
+    {'class': 'Linear', 'config': {'in_features': 2, 'out_features': 2, 'bias': True, 'need_input_grad': True}}
+    >>> data["children"][2]
+    ['2', {'ref': '0'}]
     """
     paths: dict[int, str] = {}
     known = layer_classes()
@@ -90,6 +110,22 @@ def from_data(data: Any, dtype: Any = None, rng: np.random.Generator | None = No
 
     Raises :class:`~cnnkit.errors.ModelFileError` naming the place of anything malformed: an unknown
     class, an argument its constructor does not take, a reference to nothing, too deep or too many layers.
+
+    Examples
+    --------
+    >>> from cnnkit.nn.architecture import from_data
+    >>> net = from_data({"class": "Sequential", "children": [
+    ...     ["0", {"class": "Conv2d", "config": {"in_channels": 1, "out_channels": 4, "kernel_size": 3}}],
+    ...     ["1", {"class": "ReLU"}]]})
+    >>> net
+    Sequential(
+      (0): Conv2d(1, 4, kernel_size=(3, 3), stride=(1, 1), padding=0, dilation=(1, 1), groups=1, bias=True)
+      (1): ReLU()
+    )
+    >>> from_data({"class": "Linear", "config": {"in_features": 2, "out_features": 2, "command": "rm -rf /"}})
+    Traceback (most recent call last):
+        ...
+    cnnkit.errors.ModelFileError: architecture, at the top: Linear takes no argument(s) ['command']
     """
     classes = layer_classes()
     built: dict[str, Layer] = {}

@@ -43,6 +43,14 @@ class LayerInfo:
     the im2row matrix phi(x) in elements; ``window`` is a sliding window's geometry (receptive fields grow
     through it); ``flattens`` marks the end of the spatial part of a network; ``elementwise`` layers keep
     the shape and may work in place (the book's activation count leaves them out).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d
+    >>> info = Conv2d(1, 4, 3, rng=np.random.default_rng(0)).describe((28, 28, 1))
+    >>> info.out_shape, info.params, info.flops, info.workspace  # flops: 2 * 26*26 outputs * 9 taps * 4 kernels
+    ((26, 26, 4), 40, 48672, 6084)
     """
 
     out_shape: Shape
@@ -58,7 +66,20 @@ class LayerInfo:
 class Trace:
     """What flows through a network when shapes are traced: one example's shape, the receptive field of one
     of its units in the network's input (pixels along H; None once flattened) and the input pixels between
-    two adjacent units (the product of the strides so far)."""
+    two adjacent units (the product of the strides so far).
+
+    Examples
+    --------
+    The receptive field (§15.7.2) and the jump grow through each window: 3, then +1 (pool), then +2*2 (conv after a stride of 2).
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d, MaxPool2d, Sequential
+    >>> from cnnkit.nn.base import Trace
+    >>> rng = np.random.default_rng(0)
+    >>> net = Sequential(Conv2d(1, 4, 3, rng=rng), MaxPool2d(2), Conv2d(4, 8, 3, rng=rng))
+    >>> net.trace(Trace((28, 28, 1)), "", [])
+    Trace(shape=(11, 11, 8), rf=8, jump=2)
+    """
 
     shape: Shape
     rf: int | None = 1
@@ -68,7 +89,18 @@ class Trace:
 @dataclass
 class TraceRow:
     """One layer met while tracing: its dotted name, kind (class name, or "add"/"concat" for a merge),
-    input shape, :class:`LayerInfo` and the receptive field after it."""
+    input shape, :class:`LayerInfo` and the receptive field after it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d, Flatten, Sequential
+    >>> from cnnkit.nn.base import Trace
+    >>> rows = []
+    >>> _ = Sequential(Conv2d(1, 4, 3, rng=np.random.default_rng(0)), Flatten()).trace(Trace((5, 5, 1)), "", rows)
+    >>> [(r.name, r.kind, r.in_shape, r.info.out_shape, r.rf) for r in rows]
+    [('0', 'Conv2d', (5, 5, 1), (3, 3, 4), 3), ('1', 'Flatten', (3, 3, 4), (36,), None)]
+    """
 
     name: str
     kind: str
@@ -78,7 +110,27 @@ class TraceRow:
 
 
 class Layer:
-    """Base class of every layer (see the module docstring for the contract)."""
+    """Base class of every layer (see the module docstring for the contract).
+
+    Examples
+    --------
+    A layer starts in training mode (as in PyTorch): its forward keeps what backward needs. After ``eval()``
+    a forward keeps nothing, and backward says so.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear
+    >>> layer = Linear(3, 2, rng=np.random.default_rng(0))
+    >>> layer.training, sorted(layer.params), layer.num_params()
+    (True, ['bias', 'weight'], 8)
+    >>> y = layer(np.ones((4, 3), np.float32))
+    >>> layer.backward(np.ones_like(y)).shape, layer.grads["weight"].shape  # dL/dx and dL/dW
+    ((4, 3), (3, 2))
+    >>> _ = layer.eval()(np.ones((4, 3), np.float32))
+    >>> layer.backward(np.ones_like(y))
+    Traceback (most recent call last):
+        ...
+    cnnkit.errors.StateError: Linear.backward: the last forward kept nothing for backward (it ran in evaluation mode); ...
+    """
 
     #: parameter names excluded from weight decay (batch-norm scale and shift)
     no_decay: frozenset[str] = frozenset()
@@ -264,7 +316,15 @@ class Layer:
 
 
 def elementwise_info(layer: Layer, in_shape: Sequence[int], flops_per_element: int = 1) -> LayerInfo:
-    """The :class:`LayerInfo` of a layer that keeps the shape (activations, dropout, normalisation)."""
+    """The :class:`LayerInfo` of a layer that keeps the shape (activations, dropout, normalisation).
+
+    Examples
+    --------
+    >>> from cnnkit.nn import ReLU
+    >>> from cnnkit.nn.base import elementwise_info
+    >>> elementwise_info(ReLU(), (4, 4, 3))
+    LayerInfo(out_shape=(4, 4, 3), params=0, flops=48, workspace=0, window=None, flattens=False, elementwise=True)
+    """
     shape = tuple(int(v) for v in in_shape)
     return LayerInfo(shape, layer.num_params(), flops_per_element * math.prod(shape), elementwise=True)
 
@@ -274,6 +334,18 @@ class Loss:
 
     The value is a Python float, the mean over the batch; backward returns dvalue/dprediction with the
     prediction's shape.
+
+    Examples
+    --------
+    Every loss follows this contract; mean squared error of x = (1, 2) against t = (0, 0):
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import MSELoss
+    >>> loss = MSELoss()
+    >>> loss.forward(np.array([[1.0, 2.0]]), np.array([[0.0, 0.0]]))  # (1 + 4) / 2
+    2.5
+    >>> loss.backward()  # 2 (x - t) / 2, the prediction's shape
+    array([[1., 2.]])
     """
 
     def __init__(self) -> None:

@@ -51,6 +51,22 @@ class Container(Layer):
 
     Subclasses implement ``forward`` with :meth:`_forward_child` (which keeps each use's cache) and
     ``_backward`` with :meth:`_backward_child` (which restores it and adds up shared layers' gradients).
+
+    Examples
+    --------
+    Parameters under dotted names; a layer used twice (weight sharing) is listed once, under its first name.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d, Linear, ReLU, Residual, Sequential
+    >>> rng = np.random.default_rng(0)
+    >>> net = Sequential(Conv2d(1, 2, 3, rng=rng), ReLU(), Residual(Sequential(Conv2d(2, 2, 3, padding=1, rng=rng), ReLU())))
+    >>> sorted(net.params)
+    ['0.bias', '0.weight', '2.body.0.bias', '2.body.0.weight']
+    >>> [name for name, _ in net.named_leaves()]
+    ['0', '1', '2.body.0', '2.body.1']
+    >>> fc = Linear(2, 2, rng=rng)
+    >>> sorted(Sequential(fc, ReLU(), fc).params)
+    ['0.bias', '0.weight']
     """
 
     params = _Gathered("params")

@@ -51,6 +51,24 @@ class Conv2d(Layer):
     ``workspace_limit`` (bytes, default 512 MiB) caps the im2row matrix phi(x); larger batches run in chunks.
     Evaluation forwards (``train=False``) always run in cache-sized chunks (``EVAL_CHUNK_BYTES``, 16 MiB), which
     is faster for large inputs; the results are identical (tests/ops/test_conv_fastpaths.py).
+
+    Examples
+    --------
+    The seed's worked convolution (fig. 15.3, eq. 15.19): a 3 x 4 image and one 2 x 2 kernel of ones.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Conv2d
+    >>> conv = Conv2d(1, 1, kernel_size=2, bias=False, rng=np.random.default_rng(0))
+    >>> conv.params["weight"][...] = 1  # (kh, kw, in_channels, out_channels)
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float32).reshape(1, 3, 4, 1)  # NHWC
+    >>> y = conv(A)
+    >>> y[0, :, :, 0]
+    array([[12., 16., 11.],
+           [24., 28., 17.]], dtype=float32)
+    >>> conv.backward(np.ones_like(y)).shape, conv.grads["weight"][:, :, 0, 0]  # dL/dF: eq. 15.38
+    ((1, 3, 4, 1), array([[21., 18.], [39., 30.]], dtype=float32))
+    >>> Conv2d(3, 16, 3, stride=2, padding=1, rng=np.random.default_rng(0))(np.zeros((8, 32, 32, 3), np.float32)).shape
+    (8, 16, 16, 16)
     """
 
     def __init__(
@@ -133,6 +151,23 @@ class ConvTranspose2d(Layer):
     Input (N, H, W, in_channels) -> (N, H_out, W_out, out_channels) with
     H_out = (H-1)*stride - 2*padding + dilation*(k-1) + output_padding + 1.
     ``params["weight"]``: (kh, kw, in_channels, out_channels); ``params["bias"]``: (out_channels,).
+
+    Examples
+    --------
+    With a 2 x 2 kernel of ones at stride 2, every input pixel spreads into its own 2 x 2 block.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import ConvTranspose2d
+    >>> up = ConvTranspose2d(1, 1, kernel_size=2, stride=2, bias=False, rng=np.random.default_rng(0))
+    >>> up.params["weight"][...] = 1
+    >>> up(np.array([[1, 2], [3, 4]], np.float32).reshape(1, 2, 2, 1))[0, :, :, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]], dtype=float32)
+    >>> deconv = ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1, rng=np.random.default_rng(0))
+    >>> deconv(np.zeros((1, 5, 5, 3), np.float32)).shape  # (5-1)*2 - 2*1 + (3-1) + 1 + 1 = 10
+    (1, 10, 10, 4)
     """
 
     def __init__(

@@ -18,6 +18,21 @@ class Dropout(Layer):
     1/(1-p); at evaluation (``train=False``) the identity. Any input shape.
 
     ``rng`` (np.random.Generator) draws the masks; None gives a fresh OS-seeded generator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Dropout
+    >>> drop = Dropout(p=0.5, rng=np.random.default_rng(0))
+    >>> x = np.ones((1, 2, 4, 1), np.float32)
+    >>> y = drop(x)  # training mode: each entry zeroed with probability p, the rest scaled by 1/(1 - p) = 2
+    >>> y[0, :, :, 0]
+    array([[2., 2., 2., 0.],
+           [0., 0., 0., 0.]], dtype=float32)
+    >>> bool((drop.backward(np.ones_like(y)) == y).all())  # the gradient takes the same mask
+    True
+    >>> bool((drop.eval()(x) == x).all())  # evaluation: the identity
+    True
     """
 
     draws_random = True

@@ -32,7 +32,20 @@ _state = threading.local()
 
 @contextmanager
 def shapes_only() -> Iterator[None]:
-    """Build layers whose parameters are zero-size-in-memory placeholders (see the module docstring)."""
+    """Build layers whose parameters are zero-size-in-memory placeholders (see the module docstring).
+
+    Examples
+    --------
+    VGG-16's fc6 (25088 x 4096 weights) built for its shapes, holding no memory:
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.nn.init import shapes_only
+    >>> with shapes_only():
+    ...     fc6 = Linear(25088, 4096, rng=np.random.default_rng(0))
+    >>> fc6.num_params(), fc6.params["weight"].strides
+    (102764544, (0, 0))
+    """
     before = getattr(_state, "shapes_only", False)
     _state.shapes_only = True
     try:
@@ -42,7 +55,16 @@ def shapes_only() -> Iterator[None]:
 
 
 def building_shapes_only() -> bool:
-    """True inside :func:`shapes_only`."""
+    """True inside :func:`shapes_only`.
+
+    Examples
+    --------
+    >>> from cnnkit.nn.init import building_shapes_only, shapes_only
+    >>> with shapes_only():
+    ...     inside = building_shapes_only()
+    >>> inside, building_shapes_only()
+    (True, False)
+    """
     return bool(getattr(_state, "shapes_only", False))
 
 

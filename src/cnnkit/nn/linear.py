@@ -16,13 +16,24 @@ from cnnkit.ops.linear import linear_backward, linear_forward
 
 
 class Linear(Layer):
-    """y = x W + b for x (N, in_features) -> (N, out_features).
+    """y = x W + b for x (N, in_features) -> (N, out_features): the fully connected layer of §15.5.8.
 
     ``params["weight"]``: (in_features, out_features) (PyTorch's weight transposed);
     ``params["bias"]``: (out_features,). Both start U(-1/sqrt(in_features), 1/sqrt(in_features)) as in
     PyTorch. Images (N, H, W, C) must go through :class:`Flatten` first (NHWC order), or the layer can
     be turned into a convolution with :func:`cnnkit.ops.linear.fc_to_conv`.
     ``need_input_grad=False`` skips dx (backward returns None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear
+    >>> fc = Linear(4, 3, rng=np.random.default_rng(0))
+    >>> fc.params["weight"].shape  # (in_features, out_features): PyTorch's (3, 4) transposed
+    (4, 3)
+    >>> y = fc(np.ones((2, 4), np.float32))
+    >>> y.shape, fc.backward(np.ones_like(y)).shape, fc.grads["bias"]  # dL/db sums dy over the batch
+    ((2, 3), (2, 4), array([2., 2., 2.], dtype=float32))
     """
 
     def __init__(
@@ -79,6 +90,20 @@ class Flatten(Layer):
 
     The order is the memory order of the input, so an (N, H, W, C) image flattens NHWC: feature
     index (h*W + w)*C + c, unlike PyTorch's NCHW flatten (c*H + h)*W + w.
+
+    Examples
+    --------
+    An NHWC image flattens with its channels innermost:
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Flatten
+    >>> a = np.array([[1, 2], [3, 4]], np.float32)
+    >>> x = np.stack([a, 10 * a], axis=-1)[None]  # (N=1, H=2, W=2, C=2)
+    >>> flat = Flatten()
+    >>> flat(x)
+    array([[ 1., 10.,  2., 20.,  3., 30.,  4., 40.]], dtype=float32)
+    >>> flat.backward(np.ones((1, 8), np.float32)).shape
+    (1, 2, 2, 2)
     """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:

@@ -24,6 +24,23 @@ class LocallyConnected2d(Layer):
     ``params["weight"]``: (H_out, W_out, kh, kw, in_channels, out_channels);
     ``params["bias"]``: (H_out, W_out, out_channels). Both start U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     fan_in = kh*kw*in_channels, like Conv2d.
+
+    Examples
+    --------
+    The seed's 3 x 4 image (eq. 15.19) with every kernel of ones, then the top-left output's kernel doubled:
+    only that output changes, because no kernel is shared.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import LocallyConnected2d
+    >>> lc = LocallyConnected2d(1, 1, kernel_size=2, in_size=(3, 4), bias=False, rng=np.random.default_rng(0))
+    >>> lc.params["weight"].shape  # (H_out, W_out, kh, kw, in_channels, out_channels)
+    (2, 3, 2, 2, 1, 1)
+    >>> lc.params["weight"][...] = 1
+    >>> lc.params["weight"][0, 0] = 2
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float32).reshape(1, 3, 4, 1)
+    >>> lc(A)[0, :, :, 0]
+    array([[24., 16., 11.],
+           [24., 28., 17.]], dtype=float32)
     """
 
     def __init__(

@@ -38,6 +38,20 @@ class SoftmaxCrossEntropy(Loss):
     convolution; target: integer labels of the leading shape ((N,) also for (N, 1, 1, K)) or float
     probability targets of the logits' shape. Value: mean over rows of -log softmax(x)_label.
     After ``forward``, ``probabilities`` holds softmax(logits) (the logits' shape), e.g. for accuracy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import SoftmaxCrossEntropy
+    >>> loss = SoftmaxCrossEntropy()
+    >>> logits = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])  # (N, K)
+    >>> round(loss.forward(logits, np.array([2, 0])), 4)  # mean of -log 0.6652 and -log 1/3
+    0.7531
+    >>> loss.backward().round(4)  # (softmax(x) - onehot(label)) / N
+    array([[ 0.045 ,  0.1224, -0.1674],
+           [-0.3333,  0.1667,  0.1667]])
+    >>> loss.probabilities.argmax(axis=-1)
+    array([2, 0])
     """
 
     def __init__(self) -> None:
@@ -58,7 +72,23 @@ CrossEntropyLoss = SoftmaxCrossEntropy
 
 
 class L2Loss(Loss):
-    """z = 1/2 ||t - x||^2 per example (eq. 15.6), averaged over the batch (axis 0)."""
+    """z = 1/2 ||t - x||^2 per example (eq. 15.6), averaged over the batch (axis 0).
+
+    prediction and target: (N, ...), the same shape.
+
+    Examples
+    --------
+    Eq. 15.6 for two examples: 1/2 (1 + 4) and 0, averaged over the batch.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import L2Loss
+    >>> loss = L2Loss()
+    >>> loss.forward(np.array([[1.0, 2.0], [0.0, 0.0]]), np.zeros((2, 2)))
+    1.25
+    >>> loss.backward()  # (x - t) / N
+    array([[0.5, 1. ],
+           [0. , 0. ]])
+    """
 
     def forward(self, prediction: Array, target: Array) -> float:
         value, self._cache = l2_loss_forward(prediction, target)
@@ -69,7 +99,21 @@ class L2Loss(Loss):
 
 
 class MSELoss(Loss):
-    """Mean squared error over all elements (seed 003 §2.5.1; PyTorch's MSELoss with reduction="mean")."""
+    """Mean squared error over all elements (seed 003 §2.5.1; PyTorch's MSELoss with reduction="mean").
+
+    prediction and target: the same shape, the batch on axis 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import MSELoss
+    >>> loss = MSELoss()
+    >>> loss.forward(np.array([[1.0, 2.0], [3.0, 4.0]]), np.ones((2, 2)))  # (0 + 1 + 4 + 9) / 4
+    3.5
+    >>> loss.backward()  # 2 (x - t) / 4
+    array([[0. , 0.5],
+           [1. , 1.5]])
+    """
 
     def forward(self, prediction: Array, target: Array) -> float:
         value, self._cache = mse_forward(prediction, target)
@@ -80,7 +124,21 @@ class MSELoss(Loss):
 
 
 class L1Loss(Loss):
-    """Mean absolute error over all elements (PyTorch's L1Loss with reduction="mean")."""
+    """Mean absolute error over all elements (PyTorch's L1Loss with reduction="mean").
+
+    prediction and target: the same shape, the batch on axis 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import L1Loss
+    >>> loss = L1Loss()
+    >>> loss.forward(np.array([[1.0, 2.0], [3.0, -1.0]]), np.ones((2, 2)))  # (0 + 1 + 2 + 2) / 4
+    1.25
+    >>> loss.backward()  # sign(x - t) / 4
+    array([[ 0.  ,  0.25],
+           [ 0.25, -0.25]])
+    """
 
     def forward(self, prediction: Array, target: Array) -> float:
         value, self._cache = l1_forward(prediction, target)
@@ -95,7 +153,18 @@ MAELoss = L1Loss
 
 
 class MSLELoss(Loss):
-    """Mean squared logarithmic error, mean of (log(1 + x) - log(1 + t))^2; needs x, t > -1."""
+    """Mean squared logarithmic error, mean of (log(1 + x) - log(1 + t))^2; needs x, t > -1.
+
+    prediction and target: the same shape, the batch on axis 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import MSLELoss
+    >>> loss = MSLELoss()
+    >>> round(loss.forward(np.array([[0.0, 3.0]]), np.array([[0.0, 1.0]])), 4)  # (log 4 - log 2)^2 / 2
+    0.2402
+    """
 
     def forward(self, prediction: Array, target: Array) -> float:
         value, self._cache = msle_forward(prediction, target)
@@ -106,7 +175,17 @@ class MSLELoss(Loss):
 
 
 class MAPELoss(Loss):
-    """Mean absolute percentage error, 100 * mean of |t - x| / max(|t|, eps) (Keras' definition)."""
+    """Mean absolute percentage error, 100 * mean of |t - x| / max(|t|, eps) (Keras' definition).
+
+    prediction and target: the same shape, the batch on axis 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import MAPELoss
+    >>> round(MAPELoss().forward(np.array([110.0, 45.0]), np.array([100.0, 50.0])), 6)  # both 10% off
+    10.0
+    """
 
     def __init__(self, eps: float = MAPE_EPSILON) -> None:
         super().__init__()
@@ -128,6 +207,18 @@ class HingeLoss(Loss):
     sum_{j != y} max(0, margin - x_y + x_j)^p / K, averaged over rows; p is 1 (default) or 2.
 
     prediction: scores (..., K); target: integer labels of the leading shape.
+
+    Examples
+    --------
+    Scores (1, 2, 0.5) with true class 0: margins max(0, 1 - 1 + 2) = 2 and max(0, 1 - 1 + 0.5) = 0.5, over K = 3.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import HingeLoss
+    >>> loss = HingeLoss(margin=1.0)
+    >>> round(loss.forward(np.array([[1.0, 2.0, 0.5]]), np.array([0])), 4)
+    0.8333
+    >>> loss.backward().round(4)
+    array([[-0.6667,  0.3333,  0.3333]])
     """
 
     def __init__(self, margin: float = 1.0, p: int = 1) -> None:
@@ -149,7 +240,20 @@ class HingeLoss(Loss):
 
 class BCEWithLogitsLoss(Loss):
     """Binary cross entropy (seed 003 §2.5.7) of sigmoid(logits) against targets in [0, 1], stable,
-    mean over all elements."""
+    mean over all elements.
+
+    logits and target: the same shape, the batch on axis 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import BCEWithLogitsLoss
+    >>> loss = BCEWithLogitsLoss()
+    >>> round(loss.forward(np.array([0.0, 100.0]), np.array([1.0, 1.0])), 4)  # (log 2 + 0) / 2, no overflow
+    0.3466
+    >>> loss.backward()  # (sigmoid(x) - t) / 2
+    array([-0.25,  0.  ])
+    """
 
     def forward(self, prediction: Array, target: Array) -> float:
         value, self._cache = bce_with_logits_forward(prediction, target)
@@ -160,7 +264,20 @@ class BCEWithLogitsLoss(Loss):
 
 
 class BCELoss(Loss):
-    """Binary cross entropy (seed 003 §2.5.7) on probabilities in [0, 1], logs clamped at -100 (PyTorch)."""
+    """Binary cross entropy (seed 003 §2.5.7) on probabilities in [0, 1], logs clamped at -100 (PyTorch).
+
+    prediction and target: the same shape, the batch on axis 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import BCELoss
+    >>> loss = BCELoss()
+    >>> round(loss.forward(np.array([0.5, 0.9]), np.array([1.0, 0.0])), 4)  # -(log 0.5 + log 0.1) / 2
+    1.4979
+    >>> loss.backward().round(4)  # (p - t) / (p (1 - p) numel)
+    array([-1.,  5.])
+    """
 
     def forward(self, prediction: Array, target: Array) -> float:
         value, self._cache = bce_forward(prediction, target)

@@ -65,6 +65,27 @@ class MaxPool2d(Layer):
     position of each window's maximum as PyTorch's flat indices h*W + w (N, H_out, W_out, C) int64:
     what :class:`MaxUnpool2d` needs. ``forward`` always returns only y; ``return_indices`` is accepted
     for PyTorch compatibility and only records the wish (read ``switches``).
+
+    Examples
+    --------
+    The seed's example after eq. 15.59: 2 x 2 windows at stride 1 over the image of fig. 15.5; 6 and 9 are
+    each the maximum of two windows, so each collects two gradients.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import MaxPool2d
+    >>> pool = MaxPool2d(kernel_size=2, stride=1)
+    >>> A = np.array([[1, 2, 3, 1], [4, 5, 6, 1], [7, 8, 9, 1]], np.float32).reshape(1, 3, 4, 1)  # NHWC
+    >>> y = pool(A)
+    >>> y[0, :, :, 0]
+    array([[5., 6., 6.],
+           [8., 9., 9.]], dtype=float32)
+    >>> pool.backward(np.ones_like(y))[0, :, :, 0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 2., 0.],
+           [0., 1., 2., 0.]], dtype=float32)
+    >>> pool.switches[0, :, :, 0]  # where each maximum was, as h*W + w
+    array([[ 5,  6,  6],
+           [ 9, 10, 10]])
     """
 
     def __init__(
@@ -128,7 +149,24 @@ class MaxPool2d(Layer):
 
 
 class AvgPool2d(Layer):
-    """Average pooling, eq. 15.52, with PyTorch's divisor (count_include_pad, ceil_mode, divisor_override)."""
+    """Average pooling, eq. 15.52, with PyTorch's divisor (count_include_pad, ceil_mode, divisor_override).
+
+    (N, H, W, C) -> (N, H_out, W_out, C), H_out = floor((H + 2p - k)/s) + 1 (ceil with ``ceil_mode``);
+    ``stride=None`` means stride = kernel_size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import AvgPool2d
+    >>> pool = AvgPool2d(kernel_size=2)  # stride defaults to the kernel size
+    >>> y = pool(np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1))
+    >>> y[0, :, :, 0]
+    array([[ 2.5,  4.5],
+           [10.5, 12.5]], dtype=float32)
+    >>> pool.backward(np.ones_like(y))[0, :2, :2, 0]  # each of the 2 x 2 inputs gets dy / 4
+    array([[0.25, 0.25],
+           [0.25, 0.25]], dtype=float32)
+    """
 
     def __init__(
         self,
@@ -176,6 +214,17 @@ class LPPool2d(Layer):
     Equals PyTorch's LPPool2d for p = 2 (and any p on non-negative inputs) except with ceil_mode on
     windows that hang over the edge, which PyTorch rescales by kh*kw / (taps inside); PyTorch also
     uses x^p without the absolute value.
+
+    (N, H, W, C) -> (N, H_out, W_out, C), H_out = floor((H - k)/s) + 1 (ceil with ``ceil_mode``);
+    ``stride=None`` means stride = kernel_size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import LPPool2d
+    >>> x = np.array([[3, 4, 1, 1], [0, 0, 1, 1]], np.float32).reshape(1, 2, 4, 1)
+    >>> LPPool2d(2, kernel_size=2)(x)[0, :, :, 0]  # sqrt(9 + 16), sqrt(1 + 1 + 1 + 1)
+    array([[5., 2.]], dtype=float32)
     """
 
     def __init__(
@@ -209,12 +258,29 @@ class LPPool2d(Layer):
 class MaxUnpool2d(Layer):
     """Max unpooling (seed 002 去汇聚层): each value goes back to its switch in a zero map.
 
-    ``forward(x, train=False, indices=None, output_size=None)``: the switches are ``indices`` when given,
+    ``forward(x, train=None, indices=None, output_size=None)``: the switches are ``indices`` when given,
     otherwise ``pool.switches`` of the :class:`MaxPool2d` this layer mirrors (SegNet/DeconvNet style),
     so that it works inside a Sequential. With ``pool`` and no ``output_size`` the output takes the
     pool's last input size (which recovers odd sizes); otherwise the size is
     (H_in - 1)*stride - 2*padding + kernel, or ``output_size`` as in PyTorch. Without ``pool`` the
     geometry is ``kernel_size``/``stride``/``padding``; with it, they default to the pool's.
+
+    Examples
+    --------
+    Mirroring a MaxPool2d inside a Sequential: every maximum goes back to its switch, zeros elsewhere.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import MaxPool2d, MaxUnpool2d, Sequential
+    >>> pool = MaxPool2d(2)
+    >>> net = Sequential(pool, MaxUnpool2d(pool=pool))
+    >>> x = np.array([[1, 2, 0, 1], [3, 4, 0, 5], [0, 0, 6, 0], [7, 0, 0, 0]], np.float32).reshape(1, 4, 4, 1)
+    >>> net(x)[0, :, :, 0]
+    array([[0., 0., 0., 0.],
+           [0., 4., 0., 5.],
+           [0., 0., 6., 0.],
+           [7., 0., 0., 0.]], dtype=float32)
+    >>> MaxUnpool2d(2)(pool(x), indices=pool.switches).shape  # PyTorch's form: switches given
+    (1, 4, 4, 1)
     """
 
     def __init__(
@@ -307,6 +373,21 @@ class Upsample(Layer):
     """Nearest-neighbour upsampling by integer factors (seed 002 最近距离去池化): (N, H, W, C) -> (N, H*sh, W*sw, C).
 
     Only ``mode="nearest"`` is implemented; other modes raise ValueError.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Upsample
+    >>> up = Upsample(scale_factor=2)
+    >>> y = up(np.array([[1, 2], [3, 4]], np.float32).reshape(1, 2, 2, 1))
+    >>> y[0, :, :, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]], dtype=float32)
+    >>> up.backward(np.ones_like(y))[0, :, :, 0]  # each pixel collects its block's gradients
+    array([[4., 4.],
+           [4., 4.]], dtype=float32)
     """
 
     def __init__(self, scale_factor: int | Sequence[int], mode: str = "nearest") -> None:

@@ -77,6 +77,24 @@ class EarlyStopping(_Monitor, Callback):
 
     ``min_delta``: the smallest change that counts as an improvement. ``restore_best_weights``: at the end,
     put back the weights of the best epoch (kept in memory).
+
+    Examples
+    --------
+    Validation labels that are the training labels flipped: the validation loss gets worse from the first
+    epoch on, so training stops after ``patience`` more epochs and the first epoch's weights are put back.
+
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import EarlyStopping
+    >>> x = np.random.default_rng(0).standard_normal((32, 2)).astype(np.float32); y = (x[:, 0] > 0).astype(int)
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> stop = EarlyStopping("val_loss", patience=2, restore_best_weights=True)
+    >>> history = cnnkit.fit(net, (x, y), epochs=20, batch_size=8, optimizer=SGD(net, lr=0.1), validation_data=(x, 1 - y),
+    ...                      callbacks=[stop])
+    >>> history.epochs, stop.best_epoch, stop.stopped_epoch
+    ([1, 2, 3], 1, 3)
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0, mode: str = "auto",
@@ -129,6 +147,24 @@ class KeepBest(_Monitor, Callback):
     """Keep the model of the best epoch by ``monitor``: in memory (:attr:`weights`) and, with ``save``, on disk.
 
     ``save(model)`` is called after each improving epoch (e.g. writing ``best.npz`` atomically).
+
+    Examples
+    --------
+    Validation accuracy 0.125, 0.5, 0.75, 0.75, 0.75: epochs 1 to 3 improve (and are saved), a tie does not.
+
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import KeepBest
+    >>> x = np.random.default_rng(0).standard_normal((32, 2)).astype(np.float32); y = (x[:, 0] > 0).astype(int)
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> saves = []
+    >>> best = KeepBest("val_accuracy", save=lambda model: saves.append(model.params["weight"].copy()))
+    >>> history = cnnkit.fit(net, (x, y), epochs=5, batch_size=8, optimizer=SGD(net, lr=0.1), validation_split=0.25,
+    ...                      callbacks=[best])
+    >>> best.best_epoch, best.best, len(saves), sorted(best.weights)
+    (3, 0.75, 3, ['bias', 'weight'])
     """
 
     def __init__(self, monitor: str = "val_loss", mode: str = "auto", save: Callable[[Any], None] | None = None) -> None:
@@ -149,6 +185,23 @@ class ReduceLROnPlateau(_Monitor, Callback):
     """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs.
 
     The reduction scales whatever rate the epoch would otherwise have (a schedule's), never below ``min_lr``.
+
+    Examples
+    --------
+    The validation loss (flipped labels) never improves after the first epoch: with ``patience=1`` the rate
+    halves after every second epoch without improvement.
+
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import ReduceLROnPlateau
+    >>> x = np.random.default_rng(0).standard_normal((32, 2)).astype(np.float32); y = (x[:, 0] > 0).astype(int)
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> history = cnnkit.fit(net, (x, y), epochs=5, batch_size=8, optimizer=SGD(net, lr=0.1), validation_data=(x, 1 - y),
+    ...                      callbacks=[ReduceLROnPlateau("val_loss", factor=0.5, patience=1)])
+    >>> history.history["lr"]
+    [0.1, 0.1, 0.05, 0.025, 0.0125]
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 2, min_lr: float = 0.0,
@@ -186,6 +239,21 @@ class MetricsLog(Callback):
 
     The whole file is rewritten after each epoch from the records so far, so a resumed run's log matches an
     uninterrupted one's. Confusion matrices are left out of CSV files.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.train import MetricsLog
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = cnnkit.fit(net, (np.eye(2, dtype=np.float32), np.array([0, 1])), epochs=3, callbacks=[MetricsLog(Path(d) / "log.jsonl")])
+    ...     lines = (Path(d) / "log.jsonl").read_text().splitlines()
+    >>> len(lines), sorted(json.loads(lines[-1]))
+    (3, ['epoch', 'images_per_s', 'lr', 'seconds', 'train_accuracy', 'train_loss', 'train_top1_error'])
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -209,7 +277,20 @@ class MetricsLog(Callback):
 
 
 class History(Callback):
-    """What :func:`cnnkit.fit` returns: every epoch's record, and each entry as a list (Keras' ``history``)."""
+    """What :func:`cnnkit.fit` returns: every epoch's record, and each entry as a list (Keras' ``history``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit.nn import Linear
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> history = cnnkit.fit(net, (np.eye(2, dtype=np.float32), np.array([0, 1])), epochs=3)
+    >>> history, history.epochs, sorted(history.history)
+    (History(epochs=3), [1, 2, 3], ['images_per_s', 'lr', 'seconds', 'train_accuracy', 'train_loss', 'train_top1_error'])
+    >>> history.history["train_accuracy"] == [r["train_accuracy"] for r in history.records]
+    True
+    """
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []

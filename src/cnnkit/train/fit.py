@@ -37,7 +37,21 @@ from cnnkit.train.loop import evaluate as _evaluate
 
 def check_fits(model: Model, source: Source, what: str = "the training data") -> None:
     """MismatchError when ``model`` does not give one output per class of ``source``, or a label lies
-    outside the outputs (checked from the labels when they are at hand, and on one example's shape)."""
+    outside the outputs (checked from the labels when they are at hand, and on one example's shape).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data.source import as_source
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.train.fit import check_fits
+    >>> net = Linear(4, 3, rng=np.random.default_rng(0))  # 3 outputs: labels 0, 1, 2
+    >>> check_fits(net, as_source((np.zeros((2, 4), np.float32), np.array([0, 2]))))
+    >>> check_fits(net, as_source((np.zeros((2, 4), np.float32), np.array([0, 5]))))
+    Traceback (most recent call last):
+        ...
+    cnnkit.errors.MismatchError: the training data has labels from 0 to 5, but the network gives 3 outputs (labels 0 to 2)
+    """
     x0, _ = source.take(np.arange(1))
     out = model.forward(x0, train=False)
     k = int(np.prod(out.shape[1:]))
@@ -90,6 +104,20 @@ def fit(
 
     The network must give one output per class (MismatchError otherwise). The model's mode is left as it
     was: the loop runs training forwards with ``train=True`` and evaluations with ``train=False``.
+
+    Examples
+    --------
+    Defaults: softmax cross entropy, SGD with lr 0.01 and momentum 0.9; 20% of the examples held out.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.train.fit import fit
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((200, 2)).astype(np.float32); y = (x.sum(axis=1) > 0).astype(int)
+    >>> net = Linear(2, 2, rng=rng)
+    >>> history = fit(net, (x, y), epochs=4, batch_size=20, validation_split=0.2)
+    >>> history.epochs, history.records[-1]["val_accuracy"] > 0.9, sum(map(sum, history.records[-1]["val_confusion"]))
+    ([1, 2, 3, 4], True, 40)
     """
     from cnnkit.nn import SoftmaxCrossEntropy
     from cnnkit.optim import SGD
@@ -138,6 +166,19 @@ def evaluate(
 
     Top-5 error is left out for 5 classes or fewer; ``confusion[i][j]`` counts examples of class i
     predicted as j. The network must give one output per class of ``data`` (MismatchError otherwise).
+
+    Examples
+    --------
+    A hand-set network whose scores are its inputs: it predicts the larger coordinate, wrong on the third example.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.train.fit import evaluate
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> net.params["weight"][...] = np.eye(2); net.params["bias"][...] = 0
+    >>> m = evaluate(net, (np.array([[1, 0], [0, 1], [1, 0]], np.float32), np.array([0, 1, 1])))
+    >>> round(m["accuracy"], 4), m["top1_error"] == 1 / 3, m["confusion"]
+    (0.6667, True, [[1, 0], [1, 1]])
     """
     from cnnkit.nn import SoftmaxCrossEntropy
 
@@ -147,7 +188,19 @@ def evaluate(
 
 
 def predict(model: Model, x: Array, batch_size: int = 1000) -> Array:
-    """Class probabilities (N, K): softmax (eq. 15.7) of the network's scores on inputs ``x``, in evaluation mode."""
+    """Class probabilities (N, K): softmax (eq. 15.7) of the network's scores on inputs ``x``, in evaluation mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.train.fit import predict
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> net.params["weight"][...] = np.eye(2); net.params["bias"][...] = 0  # scores = inputs
+    >>> predict(net, np.array([[0, 0], [2, 0]], np.float32)).round(4)  # softmax of (0, 0) and (2, 0)
+    array([[0.5   , 0.5   ],
+           [0.8808, 0.1192]], dtype=float32)
+    """
     from cnnkit.ops.activation import softmax
 
     outs = []

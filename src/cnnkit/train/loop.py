@@ -32,7 +32,25 @@ AUGMENT_STREAM = 0xA46  # and the augmentation generators
 
 
 class TrainingDiverged(RuntimeError):  # noqa: N818 - a public name (cnnkit.train, docs), kept
-    """The loss, a metric or a parameter became NaN or infinite; ``epoch`` is the 0-based epoch."""
+    """The loss, a metric or a parameter became NaN or infinite; ``epoch`` is the 0-based epoch.
+
+    Examples
+    --------
+    Training stops in the first batch whose loss is not finite:
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import TrainingDiverged, run_epochs
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> net.params["weight"][0, 0] = np.nan
+    >>> try:
+    ...     run_epochs(net, SoftmaxCrossEntropy(), SGD(net, lr=0.1), (np.ones((4, 2), np.float32), np.array([0, 1, 0, 1])),
+    ...                epochs=3, batch_size=2, seed=0)
+    ... except TrainingDiverged as exc:
+    ...     print(exc, "| epoch", exc.epoch)
+    the loss became nan in epoch 1, batch 1 | epoch 0
+    """
 
     def __init__(self, message: str, epoch: int) -> None:
         super().__init__(message)
@@ -44,6 +62,18 @@ class LoopState:
     """What the callbacks see: the objects being trained, the epoch (0-based) and the records so far.
 
     A callback sets ``stop`` to end training after the current epoch (early stopping).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import run_epochs
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> state = run_epochs(net, SoftmaxCrossEntropy(), SGD(net, lr=0.1), (np.eye(2, dtype=np.float32), np.array([0, 1])),
+    ...                    epochs=3, batch_size=2, seed=0)
+    >>> state.model is net, state.epoch, state.epochs, len(state.records), state.stop  # epoch: the last one, 0-based
+    (True, 2, 3, 3, False)
     """
 
     model: Model
@@ -56,7 +86,26 @@ class LoopState:
 
 
 class Callback:
-    """Hooks into the loop; every method is optional. Called in the order the callbacks were given."""
+    """Hooks into the loop; every method is optional. Called in the order the callbacks were given.
+
+    Examples
+    --------
+    A callback that logs each epoch's learning rate and ends training after the second epoch:
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import Callback, run_epochs
+    >>> class StopAfterTwo(Callback):
+    ...     def on_epoch_end(self, state, record):
+    ...         print(f"epoch {record['epoch']}: lr {record['lr']}")
+    ...         state.stop = record["epoch"] >= 2
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> state = run_epochs(net, SoftmaxCrossEntropy(), SGD(net, lr=0.1), (np.eye(2, dtype=np.float32), np.array([0, 1])),
+    ...                    epochs=10, batch_size=2, seed=0, lr_at=lambda epoch: 0.1 / (epoch + 1), callbacks=[StopAfterTwo()])
+    epoch 1: lr 0.1
+    epoch 2: lr 0.05
+    """
 
     def on_train_begin(self, state: LoopState) -> None:
         """Before the first epoch (of this call; a resumed run starts at ``state.epoch``)."""
@@ -154,7 +203,16 @@ def _bar(progress: bool, total: int, desc: str) -> Any:
 
 
 def shuffled(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which epoch ``epoch`` visits ``n`` training examples (a function of seed and epoch)."""
+    """The order in which epoch ``epoch`` visits ``n`` training examples (a function of seed and epoch).
+
+    Examples
+    --------
+    >>> from cnnkit.train.loop import shuffled
+    >>> shuffled(6, seed=0, epoch=0), shuffled(6, seed=0, epoch=1)
+    (array([3, 1, 5, 4, 2, 0]), array([4, 1, 0, 2, 3, 5]))
+    >>> bool((shuffled(6, 0, 1) == shuffled(6, 0, 1)).all())  # a function of (seed, epoch) only
+    True
+    """
     return np.random.default_rng([seed, SHUFFLE_STREAM, epoch]).permutation(n)
 
 
@@ -170,6 +228,19 @@ def train_epoch(
 
     A source with augmentation gets, for batch b of epoch e, a generator seeded by (seed, e, b).
     Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data.source import as_source
+    >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train.loop import LoopState, shuffled, train_epoch
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> state = LoopState(net, SoftmaxCrossEntropy(), SGD(net, lr=0.1), epoch=0, epochs=1)
+    >>> result = train_epoch(state, as_source((np.eye(2, dtype=np.float32), np.array([0, 1]))), shuffled(2, 0, 0), batch_size=1)
+    >>> sorted(result)
+    ['accuracy', 'loss', 'top1_error']
     """
     model, loss, optimizer = state.model, state.loss, state.optimizer
     n = len(order)
@@ -199,7 +270,21 @@ def train_epoch(
 
 
 def check_finite(model: Model, record: dict[str, Any], epoch: int) -> None:
-    """Raise :class:`TrainingDiverged` when an epoch left non-finite losses or parameters."""
+    """Raise :class:`TrainingDiverged` when an epoch left non-finite losses or parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear
+    >>> from cnnkit.train.loop import TrainingDiverged, check_finite
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> check_finite(net, {"train_loss": 0.7, "test_loss": 0.8}, epoch=0)  # all finite: nothing happens
+    >>> net.params["bias"][1] = np.inf
+    >>> check_finite(net, {"train_loss": 0.7, "test_loss": float("nan")}, epoch=4)
+    Traceback (most recent call last):
+        ...
+    cnnkit.train.loop.TrainingDiverged: test loss, parameter bias became non-finite in epoch 5
+    """
     bad = [k.replace("_", " ") for k, v in record.items() if k.endswith("_loss") and not math.isfinite(v)]
     bad += [f"parameter {name}" for name, p in model.params.items() if not np.isfinite(p).all()]
     if bad:

@@ -10,6 +10,15 @@ from cnnkit.serialize import atomic_write_bytes
 
 
 def have_matplotlib() -> bool:
+    """True when matplotlib (the optional ``plot`` extra) can be imported.
+
+    Examples
+    --------
+    >>> import importlib.util
+    >>> from cnnkit.train.plots import have_matplotlib
+    >>> have_matplotlib() == (importlib.util.find_spec("matplotlib") is not None)
+    True
+    """
     try:
         import matplotlib  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
@@ -18,7 +27,22 @@ def have_matplotlib() -> bool:
 
 
 def learning_curves(records: Sequence[dict], path: str | Path, title: str = "") -> bool:
-    """Plot train vs test loss and top-1 error per epoch to ``path``; returns False without matplotlib."""
+    """Plot train vs test loss and top-1 error per epoch to ``path``; returns False without matplotlib.
+
+    Examples
+    --------
+    The plot is drawn when matplotlib is installed; without it the function says so by returning False.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.train.plots import have_matplotlib, learning_curves
+    >>> records = [{"epoch": e, "train_loss": 1 / e, "train_top1_error": 0.5 / e} for e in (1, 2, 3)]
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     drawn = learning_curves(records, Path(d) / "curves.png", title="demo")
+    ...     written = (Path(d) / "curves.png").exists()
+    >>> drawn == written == have_matplotlib()
+    True
+    """
     if not records or not have_matplotlib():
         return False
     import matplotlib

@@ -16,14 +16,25 @@ import numpy as np
 
 from cnnkit.data.source import ArraySource, Source, SubsetSource
 from cnnkit.data.subset import parse_subset
-from cnnkit.errors import MismatchError
+from cnnkit.errors import MismatchError, quote
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.trainer import Trainer
 
 
 @dataclass
 class Data:
-    """The training set (and the test set, if there is one) of a run, as sources of preprocessed batches."""
+    """The training set (and the test set, if there is one) of a run, as sources of preprocessed batches.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.data.source import ArraySource
+    >>> from cnnkit.train.run import Data
+    >>> data = Data(ArraySource(np.zeros((4, 2, 2, 1), np.uint8), np.array([0, 1, 0, 1])), None, ("cat", "dog"), (2, 2, 1),
+    ...             {"mode": "scale"})
+    >>> len(data.train), data.test, data.classes, data.image_shape
+    (4, None, ('cat', 'dog'), (2, 2, 1))
+    """
 
     train: Source
     test: Source | None
@@ -62,6 +73,25 @@ def load_data(config: TrainConfig, data_dir: str | None, download: bool = False,
     A folder with ``train/`` and ``test/`` sub-folders gives both splits (test classes matched by name);
     a folder without ``test/`` has no test split, which is an error unless ``need_test`` is False (a
     validation split was asked for).
+
+    Examples
+    --------
+    An image folder with ``train/`` and ``test/`` (PNGs written with Pillow, the ``images`` extra):
+
+    >>> import itertools, tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from cnnkit.train import TrainConfig
+    >>> from cnnkit.train.run import load_data
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for split, cls, i in itertools.product(("train", "test"), ("dark", "light"), range(3)):
+    ...         (Path(d) / split / cls).mkdir(parents=True, exist_ok=True)
+    ...         Image.fromarray(np.full((4, 4), 40 if cls == "dark" else 200, np.uint8)).save(Path(d) / split / cls / f"{i}.png")
+    ...     data = load_data(TrainConfig(model="fc2", data=d, preprocess="scale", color="grayscale"), None)
+    ...     x, y = data.train.take(np.arange(6))
+    >>> data.classes, data.image_shape, len(data.train), len(data.test), x.dtype, float(x.max()), y
+    (('dark', 'light'), (4, 4, 1), 6, 6, dtype('float32'), 0.78431..., array([0, 0, 0, 1, 1, 1]))
     """
     from cnnkit import data as cdata
     from cnnkit.data.augment import parse as parse_augment
@@ -141,7 +171,20 @@ def _load_folder(config: TrainConfig, path: Path, need_test: bool) -> Data:
 
 
 def find_class_names(root: Path) -> list[str]:
-    """The class sub-folder names of an image folder."""
+    """The class sub-folder names of an image folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.train.run import find_class_names
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for name in ("cat/1.png", "dog/1.png", "dog/2.png"):
+    ...         (Path(d) / name).parent.mkdir(exist_ok=True)
+    ...         _ = (Path(d) / name).write_bytes(b"")
+    ...     print(find_class_names(Path(d)))
+    ['cat', 'dog']
+    """
     from cnnkit.data.folder import find_images
 
     return list(find_images(root)[0])
@@ -160,6 +203,27 @@ def train(
 
     Returns the last epoch's record; with ``keep_best`` it also holds ``best_epoch`` and the best model's
     ``best_test_*`` figures.
+
+    Examples
+    --------
+    A whole run on a folder of dark and light 4 x 4 PNGs (Pillow writes them): ``run/`` ends up holding the
+    run directory's files and the trained ``model.npz``.
+
+    >>> import itertools, tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from cnnkit.train import TrainConfig
+    >>> from cnnkit.train.run import train
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for split, cls, i in itertools.product(("train", "test"), ("dark", "light"), range(3)):
+    ...         (Path(d) / "data" / split / cls).mkdir(parents=True, exist_ok=True)
+    ...         Image.fromarray(np.full((4, 4), 40 if cls == "dark" else 200, np.uint8)).save(Path(d) / "data" / split / cls / f"{i}.png")
+    ...     config = TrainConfig(model="fc2", data=str(Path(d) / "data"), epochs=5, batch_size=2, lr=0.1, preprocess="scale")
+    ...     record = train(config, Path(d) / "run", progress=False, log=lambda line: None)
+    ...     files = sorted(p.name for p in (Path(d) / "run").iterdir() if p.suffix != ".png")
+    >>> record["epoch"], record["test_accuracy"], files
+    (5, 1.0, ['checkpoint.npz', 'config.json', 'metrics.jsonl', 'model.npz'])
     """
     from cnnkit.models import create, resolve
     from cnnkit.models.file import load_model, save_model
@@ -198,10 +262,19 @@ def train(
 
 
 def _model_data(meta: dict[str, Any], data: str | None, path: Any) -> str:
-    chosen = data or meta.get("data")
-    if not chosen:
+    """The dataset to evaluate on: ``--data``, else the registered dataset the file names. A file's own
+    ``data`` entry is never used as a path (a file from a stranger must not make cnnkit read a directory)."""
+    from cnnkit.data import DATASETS
+
+    if data:
+        return data
+    recorded = meta.get("data")
+    if isinstance(recorded, str) and recorded in DATASETS:
+        return recorded
+    if recorded is None:
         raise ValueError(f"{path} does not record its dataset; pass --data")
-    return str(chosen)
+    raise ValueError(f"{path} was trained on {quote(recorded, 80)}, which is not a registered dataset; "
+                     f"pass --data to say what to evaluate on")
 
 
 def evaluate_model_file(
@@ -211,6 +284,29 @@ def evaluate_model_file(
     """Loss, errors, accuracy and confusion matrix of a saved model on a dataset split.
 
     The data's class names must be the model's (or a subset of them, matched by name); MismatchError otherwise.
+
+    Examples
+    --------
+    A hand-made brightness classifier saved as a model file, evaluated on a test folder of PNGs (Pillow writes them):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> import cnnkit
+    >>> from cnnkit.nn import Flatten, Linear, Sequential
+    >>> from cnnkit.train.run import evaluate_model_file
+    >>> net = Sequential(Flatten(), Linear(16, 2, rng=np.random.default_rng(0)))
+    >>> net[1].params["weight"][...] = [[-1, 1]]; net[1].params["bias"][...] = [8, -8]  # dark: sum < 8, light: sum > 8
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for cls, value in (("dark", 40), ("light", 200)):
+    ...         (Path(d) / "test" / cls).mkdir(parents=True)
+    ...         for i in range(2):
+    ...             Image.fromarray(np.full((4, 4), value, np.uint8)).save(Path(d) / "test" / cls / f"{i}.png")
+    ...     cnnkit.save(net, str(Path(d) / "model.npz"), input_shape=(4, 4, 1), classes=["dark", "light"], preprocess={"mode": "scale"})
+    ...     m = evaluate_model_file(Path(d) / "model.npz", d, "test", None)
+    >>> m["n"], m["accuracy"], m["confusion"]
+    (4, 1.0, [[2, 0], [0, 2]])
     """
     from cnnkit import data as cdata
     from cnnkit.data import Preprocessor
@@ -258,6 +354,26 @@ def predict_files(
 
     Images are decoded as training decoded them (the model's colour, resized bilinearly to its input size);
     ``.npy`` arrays must already have the input size.
+
+    Examples
+    --------
+    The hand-made brightness classifier on two ``.npy`` images (which need no Pillow):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit.nn import Flatten, Linear, Sequential
+    >>> from cnnkit.train.run import predict_files
+    >>> net = Sequential(Flatten(), Linear(16, 2, rng=np.random.default_rng(0)))
+    >>> net[1].params["weight"][...] = [[-1, 1]]; net[1].params["bias"][...] = [8, -8]  # dark: sum < 8, light: sum > 8
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     cnnkit.save(net, str(Path(d) / "model.npz"), input_shape=(4, 4, 1), classes=["dark", "light"], preprocess={"mode": "scale"})
+    ...     for name, value in (("a.npy", 200), ("b.npy", 40)):
+    ...         np.save(Path(d) / name, np.full((4, 4, 1), value, np.uint8))
+    ...     results = predict_files(Path(d) / "model.npz", [str(Path(d) / "a.npy"), str(Path(d) / "b.npy")], top=2)
+    >>> [(Path(r["file"]).name, r["class"], [(c, round(p, 4)) for c, p in r["top"]]) for r in results]
+    [('a.npy', 'light', [('light', 0.9999), ('dark', 0.0001)]), ('b.npy', 'dark', [('dark', 1.0), ('light', 0.0)])]
     """
     from cnnkit.data import Preprocessor
     from cnnkit.data.images import color_for, decode_image, parse_size

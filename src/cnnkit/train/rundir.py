@@ -22,7 +22,33 @@ from cnnkit.train.loop import Callback, LoopState
 
 
 class RunDirectory(Callback):
-    """The files of one run in ``path``; ``config`` is the run's :class:`TrainConfig`."""
+    """The files of one run in ``path``; ``config`` is the run's :class:`TrainConfig`.
+
+    Examples
+    --------
+    Two epochs written to a run directory, then the run continued to three (``--resume --epochs 3``):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import RunDirectory, TrainConfig, run_epochs
+    >>> data = (np.eye(2, dtype=np.float32), np.array([0, 1]))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     net = Linear(2, 2, rng=np.random.default_rng(0)); opt = SGD(net, lr=0.1)
+    ...     run = RunDirectory(Path(d) / "run", TrainConfig(model="fc2", epochs=2))
+    ...     print(run.start(net, opt, resume=False))
+    ...     _ = run_epochs(net, SoftmaxCrossEntropy(), opt, data, epochs=2, batch_size=2, seed=0, callbacks=[run])
+    ...     print(sorted(p.name for p in run.path.iterdir() if p.suffix != ".png"))  # curves.png needs matplotlib
+    ...     fresh = Linear(2, 2, rng=np.random.default_rng(1))
+    ...     again = RunDirectory(run.path, TrainConfig(model="fc2", epochs=3))
+    ...     done, records = again.start(fresh, SGD(fresh, lr=0.1), resume=True)  # restores fresh in place
+    ...     print(done, [r["epoch"] for r in records], bool((fresh.params["weight"] == net.params["weight"]).all()))
+    (0, [])
+    ['checkpoint.npz', 'config.json', 'metrics.jsonl']
+    2 [1, 2] True
+    """
 
     def __init__(self, path: str | Path, config: TrainConfig, title: str = "", stateful: Sequence[Any] = ()) -> None:
         self.path = Path(path)
@@ -115,7 +141,15 @@ class RunDirectory(Callback):
 
 
 class EpochLog(Callback):
-    """One line per finished epoch: training loss and error, speed, and the test figures when there are any."""
+    """One line per finished epoch: training loss and error, speed, and the test figures when there are any.
+
+    Examples
+    --------
+    >>> from cnnkit.train import EpochLog
+    >>> EpochLog.line({"epoch": 3, "train_loss": 0.1234, "train_top1_error": 0.025, "images_per_s": 1500.4,
+    ...                "test_loss": 0.2, "test_top1_error": 0.04})
+    'epoch   3  train loss 0.1234 err 2.50%  1500 img/s  | test loss 0.2000 err 4.00%'
+    """
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self.log = log

@@ -24,6 +24,24 @@ class Trainer:
     may be None). With ``config.val_split`` the validation set is held out of ``train``. The optimiser is
     built from the configuration when the trainer is, so it can be inspected (or wrapped) before :meth:`run`.
     ``save_best(model)`` writes the best model when ``config.keep_best`` is set.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
+    >>> from cnnkit.train import Trainer, TrainConfig
+    >>> data = (np.eye(2, dtype=np.float32), np.array([0, 1]))
+    >>> net = Linear(2, 2, rng=np.random.default_rng(0))
+    >>> config = TrainConfig(model="fc2", epochs=3, batch_size=2, lr=0.1, preprocess="scale")
+    >>> lines = []
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     trainer = Trainer(config, net, SoftmaxCrossEntropy(), data, data, Path(d) / "run", progress=False, log=lines.append)
+    ...     last = trainer.run()
+    ...     files = sorted(p.name for p in (Path(d) / "run").iterdir() if p.suffix != ".png")
+    >>> type(trainer.optimizer).__name__, last["epoch"], len(lines), files
+    ('SGD', 3, 3, ['checkpoint.npz', 'config.json', 'metrics.jsonl'])
     """
 
     def __init__(
