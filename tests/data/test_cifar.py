@@ -1,4 +1,4 @@
-"""CIFAR-10 in both of its formats, written by the test in the files' own layouts; restricted unpickling."""
+"""CIFAR-10 in both of its formats, written by the test in the files' own layouts; pickles read as data, never run."""
 
 from __future__ import annotations
 
@@ -508,6 +508,7 @@ def test_fifo_and_device_batches_fail_at_once(tmp_path: Path, rng: np.random.Gen
 
 
 def _tar(path: Path, members: list[tarfile.TarInfo], data: bytes = b"") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tf:
         for info in members:
             tf.addfile(info, io.BytesIO(data) if info.isfile() else None)
@@ -531,7 +532,6 @@ def test_unsafe_archive_members(tmp_path: Path) -> None:
         with pytest.raises(DatasetError, match="refusing unsafe archive member"):  # read without extracting
             load_cifar10("test", root, format="binary", verify=False, extract=False)
     assert list((tmp_path / "out").iterdir()) == []
-    assert not Path("/tmp/evil").exists() or Path("/tmp/evil").stat().st_mtime < tmp_path.stat().st_mtime
 
 
 def test_archive_sizes_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

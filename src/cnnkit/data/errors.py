@@ -22,7 +22,7 @@ class DatasetError(CnnkitError, ValueError):
 
 
 class UnsafePickleError(DatasetError):
-    """A CIFAR-10 python batch asked the unpickler for a global that is not on the allow-list.
+    """A CIFAR-10 python batch tried to call code (a global, REDUCE, an object constructor); nothing is run.
 
     Examples
     --------

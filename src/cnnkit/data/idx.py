@@ -5,6 +5,12 @@ big-endian uint32 sizes, then the elements in row-major order, big-endian. MNIST
 ``idx3-ubyte`` (N, 28, 28) and labels ``idx1-ubyte`` (N,). Compression is recognised by the gzip magic
 bytes ``1f 8b``, not by the file name, so a ``.gz`` name whose content was already decompressed (as some
 browsers do) still reads.
+
+A file is not trusted (:func:`read_idx`): only a regular file within ``LIMITS.file_bytes`` is opened (a FIFO
+or ``/dev/zero`` is refused at once), the header is read first and the payload it declares is checked
+against the limit (and a raw file's real size) before anything is allocated, and a gzip stream is
+decompressed straight into an array of exactly the declared size and must end there: a gzip bomb behind a
+plausible header fails after the declared bytes and one more.
 """
 
 from __future__ import annotations

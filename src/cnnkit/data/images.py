@@ -8,7 +8,7 @@ to ``predict`` are turned into the same numbers.
 Image files come from strangers, so nothing in them is trusted: a file is opened only if it is a regular file
 within ``LIMITS.file_bytes`` (a FIFO or ``/dev/zero`` is refused at once); its header's size is checked against
 ``LIMITS.image_pixels`` before any pixel is decoded (Pillow's decompression-bomb check is set to that limit
-while cnnkit decodes); every error a malformed file makes Pillow raise becomes a DatasetError naming the file;
+while cnnkit decodes); every exception a malformed file makes Pillow raise becomes a DatasetError naming the file;
 and an ``.npy`` array's header (shape and dtype: numbers only, never pickle) is checked against the file's
 size and the limits before its data is read.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import struct
 import threading
 import warnings
 from collections.abc import Iterator
@@ -102,14 +101,6 @@ IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 """The Pillow formats cnnkit decodes (a file is recognised by its content, whatever its name). Pillow's other
 formats are refused: some run external programs (EPS runs Ghostscript) or are rarely exercised parsers."""
 
-PILLOW_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, ValueError, SyntaxError, struct.error, EOFError, LookupError, TypeError, AttributeError,
-    MemoryError, ArithmeticError, RuntimeError, AssertionError, BufferError,
-)
-"""What Pillow (or numpy's header parser) may raise on a malformed file: every one becomes a DatasetError.
-PIL.UnidentifiedImageError is an OSError; IndexError and KeyError are LookupErrors; ZeroDivisionError and
-OverflowError are ArithmeticErrors; RecursionError is a RuntimeError."""
-
 _PILLOW_LOCK = threading.Lock()
 
 
@@ -123,10 +114,14 @@ def _open(path: Path, what: str) -> BinaryIO:
 
 @contextlib.contextmanager
 def _bounded_pillow(image: Any) -> Iterator[None]:
-    """Pillow's decompression-bomb check set to ``LIMITS.image_pixels``, its warning raised as an error.
+    """Pillow's decompression-bomb check set to ``LIMITS.image_pixels``, its warning raised as an error, its
+    remarks on malformed files silenced.
 
     ``Image.MAX_IMAGE_PIXELS`` is global to Pillow, so decoding holds a lock while it is changed."""
     with _PILLOW_LOCK, warnings.catch_warnings():
+        # Pillow's remarks on a malformed file ("Truncated File Read", "Corrupt EXIF data") are not repeated:
+        # the file decodes, or the DatasetError says why not, in one line
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
         warnings.simplefilter("error", image.DecompressionBombWarning)
         saved = image.MAX_IMAGE_PIXELS
         image.MAX_IMAGE_PIXELS = LIMITS.image_pixels
@@ -156,8 +151,8 @@ def _npy_header(f: BinaryIO, path: Path) -> tuple[tuple[int, ...], np.dtype, boo
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=10000)
         else:
             raise ValueError(f"unknown .npy format version {version}")
-    except PILLOW_ERRORS as exc:
-        raise DatasetError(f"{path}: cannot read the array: {quote(str(exc))}") from None
+    except Exception as exc:  # a malformed header makes numpy's parser raise ValueError, SyntaxError, TokenError...
+        raise DatasetError(f"{path}: cannot read the array: {quote(str(exc) or type(exc).__name__)}") from None
     dtype = np.dtype(dtype)
     if dtype.kind not in "iuf" or dtype.fields is not None or dtype.subdtype is not None:
         raise DatasetError(f"{path}: values must be numbers in 0..255 like image pixels, got dtype {quote(str(dtype), 60)}")
@@ -234,7 +229,7 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
         try:
             with image.open(f, formats=IMAGE_FORMATS) as im:
                 w, h = im.size
-        except (*PILLOW_ERRORS, image.DecompressionBombError, image.DecompressionBombWarning) as exc:
+        except Exception as exc:  # see decode_image
             raise _decode_error(path, exc, image) from None
     _check_pixels(path, h, w)
     return h, w
@@ -290,7 +285,11 @@ def decode_image(path: str | os.PathLike, color: str, size: tuple[int, int] | No
                 return np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], channels)
         except DatasetError:
             raise
-        except (*PILLOW_ERRORS, image.DecompressionBombError, image.DecompressionBombWarning) as exc:
+        except Exception as exc:
+            # Whatever a malformed file makes Pillow raise: OSError (UnidentifiedImageError), ValueError,
+            # SyntaxError, struct.error, zlib.error, EOFError, IndexError, KeyError, TypeError, MemoryError,
+            # ZeroDivisionError, a bare Exception (TIFF metadata), DecompressionBombError (an Exception, not an
+            # OSError) and the DecompressionBombWarning raised as an error above
             raise _decode_error(path, exc, image) from None
 
 

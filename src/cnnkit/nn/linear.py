@@ -61,14 +61,12 @@ class Linear(Layer):
         return linear_forward(x, self.params["weight"], self.params.get("bias"))
 
     def describe(self, in_shape: Sequence[int]) -> LayerInfo:
-        """(..., in_features) -> (..., out_features); 2 FLOPs per multiply-add."""
+        """(in_features,) -> (out_features,) per example; 2 FLOPs per multiply-add."""
         shape = tuple(int(v) for v in in_shape)
-        if not shape or shape[-1] != self.in_features:
+        if shape != (self.in_features,):
             hint = " (an image needs a Flatten first)" if len(shape) == 3 else ""
             raise ShapeError(f"Linear expects {self.in_features} input features but the input has shape {shape}{hint}")
-        rows = math.prod(shape[:-1])
-        return LayerInfo((*shape[:-1], self.out_features), self.num_params(), 2 * rows * self.in_features * self.out_features,
-                         flattens=True)
+        return LayerInfo((self.out_features,), self.num_params(), 2 * self.in_features * self.out_features, flattens=True)
 
     def config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": "bias" in self.params,

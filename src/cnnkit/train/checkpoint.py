@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cnnkit.errors import CheckpointError, quote
 from cnnkit.protocols import Model
-from cnnkit.serialize import PathLike, flatten_state, load_arrays, load_state_arrays, save_arrays, state_arrays, unflatten_state
+from cnnkit.serialize import NpzReader, PathLike, flatten_state, load_state_arrays, save_arrays, state_arrays, unflatten_state
 
 FORMAT = "cnnkit-checkpoint-1"
 
@@ -66,9 +67,64 @@ def load_checkpoint(path: PathLike, model: Model, optimizer: Any) -> dict:
     >>> meta["epoch"], bool((fresh.params["weight"] == net.params["weight"]).all())
     (3, True)
     """
-    arrays, meta = load_arrays(path)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{Path(path)}: not a cnnkit checkpoint")
-    load_state_arrays(model, arrays)
-    optimizer.load_state_dict(unflatten_state(meta["optimizer"], arrays))
+    path = Path(path)
+    with NpzReader(path, CheckpointError, "a cnnkit checkpoint") as z:
+        meta = z.meta
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a cnnkit checkpoint (format {quote(meta.get('format'), 60)})")
+        epoch = meta.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise CheckpointError(f"{path}: 'epoch' must be a non-negative integer, got {quote(epoch, 40)}")
+        records = meta.get("records", [])
+        if not (isinstance(records, list) and all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records)):
+            raise CheckpointError(f"{path}: 'records' must be a list of per-epoch objects")
+        # the model's own arrays fix what the file must hold: compare headers before reading anything
+        params = {f"param/{k}": v for k, v in model.params.items()}
+        params.update({f"buffer/{k}": v for k, v in model.buffers.items()})
+        for key, want in params.items():
+            h = z.headers.get(key)
+            if h is None:
+                if key.endswith("num_batches_tracked"):
+                    continue
+                raise CheckpointError(f"{path}: holds no {quote(key, 100)}: it belongs to another network")
+            if h.shape != tuple(want.shape):
+                raise CheckpointError(f"{path}: {quote(key, 100)} has shape {h.shape}; the network needs {tuple(want.shape)}")
+        optimizer_tree = meta.get("optimizer")
+        found = _array_refs(optimizer_tree)
+        refs = set(found or [])
+        stray = sorted(refs - set(z.headers)) if found is not None else ["(malformed)"]
+        if not isinstance(optimizer_tree, dict) or stray:
+            raise CheckpointError(f"{path}: its optimiser state is malformed or refers to missing arrays {quote(stray[:3], 100)}")
+        unknown = sorted(k for k in z.headers if k not in params and k not in refs)
+        if unknown:
+            raise CheckpointError(f"{path}: holds arrays the network and optimiser do not have: {quote(unknown[:5], 200)}")
+        arrays = z.read_all()
+    try:
+        load_state_arrays(model, arrays)
+        optimizer.load_state_dict(unflatten_state(optimizer_tree, arrays))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: cannot restore its state: {_one_line(exc)}") from None
     return meta
+
+
+def _array_refs(tree: Any) -> list[str] | None:
+    """The array names a flattened state refers to; None when a reference is not a name."""
+    out: list[str] = []
+    stack = [tree]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if set(v) == {"__array__"}:
+                if not isinstance(v["__array__"], str):
+                    return None
+                out.append(v["__array__"])
+            else:
+                stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

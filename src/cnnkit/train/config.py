@@ -5,8 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from cnnkit.errors import quote
 from cnnkit.optim import LRSchedule, Optimizer, make_optimizer, schedule_from_spec
 from cnnkit.protocols import Parameterised
+
+_INT, _FLOAT, _STR, _BOOL = (int,), (int, float), (str,), (bool,)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "model": _STR, "data": _STR, "train_limit": _INT, "train_range": _STR, "epochs": _INT, "batch_size": _INT,
+    "lr": _FLOAT, "schedule": _STR, "optimizer": _STR, "momentum": _FLOAT, "weight_decay": _FLOAT, "seed": _INT,
+    "preprocess": _STR, "dtype": _STR, "eval_batch_size": _INT, "test_limit": _INT, "val_split": _FLOAT,
+    "early_stopping": _INT, "keep_best": _BOOL, "init_from": _STR, "color": _STR, "size": _STR, "augment": _STR,
+}
 
 #: entries that may differ when a run is continued with ``--resume`` (more epochs extend a finished run)
 RESUMABLE_CHANGES = frozenset({"epochs"})
@@ -58,8 +67,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The configuration a dict (e.g. a ``config.json``) holds; unknown keys are ignored, and a known key of
+        the wrong type is a ValueError naming it (a hand-edited or foreign file must not start a wrong run)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run configuration must be a JSON object, got {type(d).__name__}")
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            kinds = _TYPES[f.name]
+            ok = (v is None and f.default is None) or (isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds))
+            if not ok:
+                raise ValueError(f"run configuration: {f.name} is {quote(v, 60)}, expected {' or '.join(k.__name__ for k in kinds)}")
+            out[f.name] = v
+        return cls(**out)
 
     def resolved(self) -> TrainConfig:
         """A copy with ``lr`` and ``preprocess`` filled in from the model's defaults."""

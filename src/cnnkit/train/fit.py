@@ -52,6 +52,8 @@ def check_fits(model: Model, source: Source, what: str = "the training data") ->
         ...
     cnnkit.errors.MismatchError: the training data has labels from 0 to 5, but the network gives 3 outputs (labels 0 to 2)
     """
+    if len(source) == 0:
+        raise MismatchError(f"{what} holds no examples")
     x0, _ = source.take(np.arange(1))
     out = model.forward(x0, train=False)
     k = int(np.prod(out.shape[1:]))
@@ -207,8 +209,9 @@ def predict(model: Model, x: Array, batch_size: int = 1000) -> Array:
     for start in range(0, len(x), batch_size):
         scores = model.forward(x[start : start + batch_size], train=False)
         outs.append(softmax(scores.reshape(scores.shape[0], -1)))
-    if not outs:
-        return xp.zeros((0, 0), dtype=model.dtype or np.float32)
+    if not outs:  # no examples: (0, K), K from the network's shape rules
+        k = int(np.prod(model.output_shape(tuple(x.shape[1:])))) if hasattr(model, "output_shape") else 0
+        return xp.zeros((0, k), dtype=model.dtype or np.float32)
     return xp.concatenate(outs, axis=0)
 
 

@@ -269,8 +269,9 @@ def train_epoch(
     return tally.result(k)
 
 
-def check_finite(model: Model, record: dict[str, Any], epoch: int) -> None:
-    """Raise :class:`TrainingDiverged` when an epoch left non-finite losses or parameters.
+def check_finite(model: Model, record: dict[str, Any], epoch: int, optimizer: Any = None) -> None:
+    """Raise :class:`TrainingDiverged` when an epoch left non-finite losses, parameters or optimiser state
+    (momentum, moments: a state that overflowed would poison every later step and the checkpoint).
 
     Examples
     --------
@@ -287,6 +288,9 @@ def check_finite(model: Model, record: dict[str, Any], epoch: int) -> None:
     """
     bad = [k.replace("_", " ") for k, v in record.items() if k.endswith("_loss") and not math.isfinite(v)]
     bad += [f"parameter {name}" for name, p in model.params.items() if not np.isfinite(p).all()]
+    for name, st in (getattr(optimizer, "state", None) or {}).items():
+        bad += [f"optimizer state {key} of {name}" for key, v in st.items()
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()]
     if bad:
         raise TrainingDiverged(f"{', '.join(bad[:3])} became non-finite in epoch {epoch + 1}", epoch)
 
@@ -329,14 +333,19 @@ def run_epochs(
     """
     source = as_source(train)
     sets = {name: as_source(data) for name, data in (evaluate_on or {}).items()}
+    if lr_at is None:  # the rate is set afresh every epoch, so callbacks that scale it never compound
+        base_lr = optimizer.lr
+
+        def lr_at(epoch: int) -> float:
+            return base_lr
+
     state = LoopState(model, loss, optimizer, start_epoch, epochs, list(records or []))
     for cb in callbacks:
         cb.on_train_begin(state)
     n = len(source)
     for epoch in range(start_epoch, epochs):
         state.epoch = epoch
-        if lr_at is not None:
-            optimizer.lr = lr_at(epoch)
+        optimizer.lr = lr_at(epoch)
         model.reseed([seed, epoch])
         for cb in callbacks:
             cb.on_epoch_begin(state)
@@ -348,7 +357,7 @@ def run_epochs(
         record.update({f"train_{k}": v for k, v in result.items()})
         for name, data in sets.items():
             record.update({f"{name}_{k}": v for k, v in evaluate(model, loss, data, None, eval_batch_size, progress).items()})
-        check_finite(model, record, epoch)  # never hand a diverged model to the callbacks (checkpoints)
+        check_finite(model, record, epoch, optimizer)  # never hand a diverged model to the callbacks (checkpoints)
         state.records.append(record)
         for cb in callbacks:
             cb.on_epoch_end(state, record)

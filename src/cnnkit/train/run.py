@@ -7,6 +7,7 @@ is asked for, and the network must give one output per class.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,31 @@ def find_class_names(root: Path) -> list[str]:
     return list(find_images(root)[0])
 
 
+def _check_memory(config: TrainConfig, image_shape: tuple[int, int, int]) -> None:
+    """MismatchError before anything is allocated when one training step cannot fit in this machine's memory."""
+    from cnnkit.models import create
+    from cnnkit.nn.init import shapes_only
+    from cnnkit.summary import training_bytes
+
+    with shapes_only():
+        template = create(config.model, np.random.default_rng(0), np.dtype(config.dtype), input_shape=image_shape)
+    need = training_bytes(template, image_shape, config.batch_size, np.dtype(config.dtype).itemsize)
+    have = _physical_memory()
+    if have and need > have:
+        raise MismatchError(
+            f"--model {quote(config.model, 80)} with --batch-size {config.batch_size} needs at least {need / 2**30:,.1f} GiB for "
+            f"one training step, more than this machine's {have / 2**30:,.1f} GiB; use a smaller batch or network"
+        )
+
+
+def _physical_memory() -> int:
+    """Bytes of memory the machine has (0 when the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -234,6 +260,7 @@ def train(
     data = load_data(config, data_dir, download, need_test=config.val_split is None)
     model_def = resolve(config.model, data.image_shape)
     dtype = np.dtype(config.dtype)
+    _check_memory(config, data.image_shape)
     model = create(config.model, np.random.default_rng(config.seed), dtype, input_shape=data.image_shape)
     check_fits(model, data.train)
     if config.init_from and not (resume and (Path(out) / "checkpoint.npz").exists()):
@@ -250,8 +277,13 @@ def train(
 
     trainer = Trainer(config, model, SoftmaxCrossEntropy(), data.train, data.test, out, progress=progress, log=log,
                       save_best=lambda m: save(m, "best.npz"))
-    record = dict(trainer.run(resume=resume))
-    save(model, "model.npz")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    trainer.run_dir.lock()  # held until model.npz is written
+    try:
+        record = dict(trainer.run(resume=resume))
+        save(model, "model.npz")
+    finally:
+        trainer.run_dir.unlock()
     if trainer.keep_best is not None and trainer.keep_best.best_epoch is not None:
         record["best_epoch"] = trainer.keep_best.best_epoch
         if data.test is not None:

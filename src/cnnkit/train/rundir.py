@@ -10,10 +10,12 @@ then ``metrics.jsonl``, then the plot.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnkit.errors import CheckpointError, quote
 from cnnkit.protocols import Model
 from cnnkit.serialize import atomic_write_text, remove_stale_temporaries
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
@@ -40,11 +42,13 @@ class RunDirectory(Callback):
     ...     run = RunDirectory(Path(d) / "run", TrainConfig(model="fc2", epochs=2))
     ...     print(run.start(net, opt, resume=False))
     ...     _ = run_epochs(net, SoftmaxCrossEntropy(), opt, data, epochs=2, batch_size=2, seed=0, callbacks=[run])
+    ...     run.unlock()  # start() locked the directory for this process
     ...     print(sorted(p.name for p in run.path.iterdir() if p.suffix != ".png"))  # curves.png needs matplotlib
     ...     fresh = Linear(2, 2, rng=np.random.default_rng(1))
     ...     again = RunDirectory(run.path, TrainConfig(model="fc2", epochs=3))
     ...     done, records = again.start(fresh, SGD(fresh, lr=0.1), resume=True)  # restores fresh in place
     ...     print(done, [r["epoch"] for r in records], bool((fresh.params["weight"] == net.params["weight"]).all()))
+    ...     again.unlock()
     (0, [])
     ['checkpoint.npz', 'config.json', 'metrics.jsonl']
     2 [1, 2] True
@@ -56,6 +60,7 @@ class RunDirectory(Callback):
         self.title = title
         #: callbacks whose ``state_dict`` goes into every checkpoint and is restored on resume
         self.stateful = [cb for cb in stateful if hasattr(cb, "state_dict")]
+        self._lock: int | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -70,6 +75,10 @@ class RunDirectory(Callback):
         return self.path / "config.json"
 
     @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    @property
     def model_path(self) -> Path:
         return self.path / "model.npz"
 
@@ -82,6 +91,7 @@ class RunDirectory(Callback):
         already holds one.
         """
         self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
         if resume and self.checkpoint_path.exists():
             return self._resume(model, optimizer)
         if self.checkpoint_path.exists():
@@ -90,15 +100,61 @@ class RunDirectory(Callback):
         self.write_metrics([])
         return 0, []
 
+    def lock(self) -> None:
+        """Hold ``.lock`` in the directory for as long as this process trains into it (released by :meth:`unlock`,
+        or by the system when the process ends, even by ``kill -9``). A second process is refused at once."""
+        if self._lock is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise CheckpointError(f"another cnnkit process (pid {other}) is training into {self.path}; "
+                                  f"wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
+    @property
+    def locked(self) -> bool:
+        """Whether this object holds the directory's lock."""
+        return self._lock is not None
+
+    def unlock(self) -> None:
+        """Release and remove the lock (after the run, whatever its end)."""
+        if self._lock is None:
+            return
+        fd, self._lock = self._lock, None
+        try:
+            self.lock_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
     def _resume(self, model: Model, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
-        saved = TrainConfig.from_dict(json.loads(self.config_path.read_text()))
+        try:
+            saved = TrainConfig.from_dict(json.loads(self.config_path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.path} has a checkpoint but no config.json; it cannot be resumed") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise CheckpointError(f"{self.config_path}: cannot be read as a run configuration ({quote(str(exc), 150)})") from None
         diff = saved.differences(self.config)
         if diff:
             raise ValueError(f"--resume: the run in {self.path} was started with other settings (saved, now): {diff}")
         meta = load_checkpoint(self.checkpoint_path, model, optimizer)
         states = meta.get("callbacks") or []
+        if not isinstance(states, list):
+            raise CheckpointError(f"{self.checkpoint_path}: its callback states are malformed")
         for cb, st in zip(self.stateful, states):
-            cb.load_state_dict(st)
+            try:
+                cb.load_state_dict(st)
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                raise CheckpointError(f"{self.checkpoint_path}: cannot restore {type(cb).__name__}: {quote(str(exc), 120)}") from None
         if saved.epochs != self.config.epochs:  # --resume --epochs N: the run's settings now say N
             atomic_write_text(self.config_path, json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
         remove_stale_temporaries(self.path)  # a kill -9 in the middle of an atomic write

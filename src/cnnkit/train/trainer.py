@@ -81,6 +81,14 @@ class Trainer:
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Train up to ``config.epochs`` epochs (continuing a checkpoint when ``resume``); returns the last record."""
+        held_before = self.run_dir.locked
+        try:
+            return self._run(resume)
+        finally:
+            if not held_before:  # whoever locked the directory releases it
+                self.run_dir.unlock()
+
+    def _run(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
         start, self.records = self.run_dir.start(self.model, self.optimizer, resume)
         if start:
