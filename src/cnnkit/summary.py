@@ -199,8 +199,15 @@ def summary(net: Layer, input_shape: Sequence[int]) -> Summary:
     trace_rows: list[TraceRow] = []
     shape = tuple(int(v) for v in input_shape)
     net.trace(Trace(shape), "", trace_rows)
-    rows = [_row(i + 1, f"{r.name} {r.kind}" if r.name and r.kind not in ("add", "concat") else (r.name or r.kind), r.kind, [r])
-            for i, r in enumerate(trace_rows)]
+    seen: set[int] = set()
+    rows = []
+    for i, r in enumerate(trace_rows):
+        row = _row(i + 1, f"{r.name} {r.kind}" if r.name and r.kind not in ("add", "concat") else (r.name or r.kind), r.kind, [r])
+        if r.layer is not None:
+            if id(r.layer) in seen:  # a shared layer: its parameters are counted at its first use
+                row.params = 0
+            seen.add(id(r.layer))
+        rows.append(row)
     if not any(r.kind in ("add", "concat") for r in trace_rows):  # Table 15.2's column is defined for chains
         _table_15_2(rows, [[r] for r in trace_rows])
     return Summary(shape, rows)

@@ -8,10 +8,11 @@ target)`` then ``dpred = loss.backward()``. Activations are NHWC.
 
 from cnnkit.nn.activation import ELU, LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Softplus, Tanh
 from cnnkit.nn.base import Layer, Loss
-from cnnkit.nn.container import Concat, Residual, Sequential
+from cnnkit.nn.container import Concat, Container, Residual, Sequential
 from cnnkit.nn.conv import Conv2d, ConvTranspose2d
 from cnnkit.nn.dropout import Dropout
-from cnnkit.nn.linear import Flatten, Linear
+from cnnkit.nn.graph import Add, Concatenate, Graph, Merge
+from cnnkit.nn.linear import Flatten, Identity, Linear
 from cnnkit.nn.local import LocallyConnected2d
 from cnnkit.nn.loss import (
     BCELoss,
@@ -27,12 +28,12 @@ from cnnkit.nn.loss import (
     SoftmaxCrossEntropy,
 )
 from cnnkit.nn.norm import BatchNorm1d, BatchNorm2d
-from cnnkit.nn.pool import AvgPool2d, LPPool2d, MaxPool2d, MaxUnpool2d, Upsample
+from cnnkit.nn.pool import AvgPool2d, GlobalAvgPool2d, GlobalMaxPool2d, LPPool2d, MaxPool2d, MaxUnpool2d, Upsample
 
 __all__ = [
-    "ELU", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Concat", "Conv2d",
-    "ConvTranspose2d", "CrossEntropyLoss", "Dropout", "Flatten", "HingeLoss", "L1Loss", "L2Loss",
-    "LPPool2d", "Layer", "LeakyReLU", "Linear", "LocallyConnected2d", "LogSoftmax", "Loss", "MAELoss",
-    "MAPELoss", "MSELoss", "MSLELoss", "MaxPool2d", "MaxUnpool2d", "PReLU", "ReLU", "Residual",
-    "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Softplus", "Tanh", "Upsample",
+    "ELU", "Add", "AvgPool2d", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BatchNorm2d", "Concat", "Concatenate",
+    "Container", "Conv2d", "ConvTranspose2d", "CrossEntropyLoss", "Dropout", "Flatten", "GlobalAvgPool2d", "GlobalMaxPool2d",
+    "Graph", "HingeLoss", "Identity", "L1Loss", "L2Loss", "LPPool2d", "Layer", "LeakyReLU", "Linear", "LocallyConnected2d",
+    "LogSoftmax", "Loss", "MAELoss", "MAPELoss", "MSELoss", "MSLELoss", "MaxPool2d", "MaxUnpool2d", "Merge", "PReLU",
+    "ReLU", "Residual", "Sequential", "Sigmoid", "Softmax", "SoftmaxCrossEntropy", "Softplus", "Tanh", "Upsample",
 ]

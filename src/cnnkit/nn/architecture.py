@@ -29,7 +29,8 @@ import numpy as np
 
 from cnnkit.errors import ModelFileError, quote
 from cnnkit.nn.base import Layer
-from cnnkit.nn.container import Concat, Container, Residual, Sequential
+from cnnkit.nn.container import Container
+from cnnkit.nn.graph import Merge
 
 MAX_DEPTH = 64
 """Deepest nesting of containers accepted when reading."""
@@ -52,7 +53,7 @@ def layer_classes() -> dict[str, type[Layer]]:
     out: dict[str, type[Layer]] = {}
     for name in nn.__all__:
         obj = getattr(nn, name)
-        if isinstance(obj, type) and issubclass(obj, Layer) and obj not in (Layer, Container):
+        if isinstance(obj, type) and issubclass(obj, Layer) and obj not in (Layer, Container, Merge):
             out[name] = obj
     return out
 
@@ -86,7 +87,11 @@ def to_data(net: Layer) -> dict[str, Any]:
             raise NotImplementedError(f"{cls} at {path or 'the top'} is not a cnnkit layer, so its architecture cannot be saved as data")
         if isinstance(layer, Container):
             children = [[name, walk(child, f"{path}.{name}" if path else name)] for name, child in layer.named_children()]
-            return {"class": cls, "children": children}
+            node: dict[str, Any] = {"class": cls, "children": children}
+            wiring = layer.wiring()
+            if wiring is not None:
+                node["wiring"] = wiring
+            return node
         config = {k: _value(v, paths, f"{cls}.{k}") for k, v in layer.config().items()}
         return {"class": cls, "config": config}
 
@@ -167,15 +172,15 @@ def from_data(data: Any, dtype: Any = None, rng: np.random.Generator | None = No
             raise fail(path, f"unknown layer class {quote(name, 80)}")
         if issubclass(cls, Container):
             children = node.get("children")
-            if not isinstance(children, list) or set(node) != {"class", "children"}:
-                raise fail(path, f"a {name} needs exactly 'class' and a list of 'children'")
+            if not isinstance(children, list) or not {"class", "children"} <= set(node) <= {"class", "children", "wiring"}:
+                raise fail(path, f"a {name} needs exactly 'class', a list of 'children' (and its 'wiring')")
             kids: list[tuple[str, Layer]] = []
             for item in children:
                 if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
                     raise fail(path, f"a child must be [name, layer], got {quote(item, 80)}")
                 kids.append((item[0], walk(item[1], f"{path}.{item[0]}" if path else item[0], depth + 1)))
             try:
-                layer: Layer = _container(cls, kids)
+                layer: Layer = cls.from_children(kids, node.get("wiring"))
             except (TypeError, ValueError) as exc:
                 raise fail(path, str(exc)) from None
         else:
@@ -201,17 +206,3 @@ def from_data(data: Any, dtype: Any = None, rng: np.random.Generator | None = No
         return layer
 
     return walk(data, "", 0)
-
-
-def _container(cls: type[Layer], kids: list[tuple[str, Layer]]) -> Layer:
-    names = [n for n, _ in kids]
-    layers = [layer for _, layer in kids]
-    if cls is Sequential or cls is Concat:
-        if names != [str(i) for i in range(len(kids))]:
-            raise ValueError(f"{cls.__name__} children must be named 0, 1, ... in order, got {names[:5]}")
-        return cls(*layers)
-    if cls is Residual:
-        if names not in (["body"], ["body", "shortcut"]):
-            raise ValueError(f"Residual children must be 'body' (and 'shortcut'), got {names}")
-        return Residual(layers[0], layers[1] if len(layers) > 1 else None)
-    raise ValueError(f"{cls.__name__} cannot be rebuilt from data")

@@ -107,6 +107,7 @@ class TraceRow:
     in_shape: Shape
     info: LayerInfo
     rf: int | None
+    layer: Any = None  # the layer itself (a layer used twice has its parameters counted once)
 
 
 class Layer:
@@ -240,7 +241,7 @@ class Layer:
             jump *= info.window.stride[0]
         if info.flattens:
             rf = None
-        rows.append(TraceRow(name, type(self).__name__, tuple(t.shape), info, rf))
+        rows.append(TraceRow(name, type(self).__name__, tuple(t.shape), info, rf, self))
         return Trace(info.out_shape, rf, jump)
 
     def num_params(self) -> int:

@@ -98,6 +98,15 @@ class Container(Layer):
             else:
                 yield child
 
+    def wiring(self) -> dict[str, Any] | None:
+        """What the architecture data needs besides the children (a graph's connections); None for the rest."""
+        return None
+
+    @classmethod
+    def from_children(cls, kids: list[tuple[str, Layer]], wiring: dict[str, Any] | None) -> Container:
+        """Rebuild from named children (the inverse of :func:`cnnkit.nn.architecture.to_data`)."""
+        raise ValueError(f"{cls.__name__} cannot be rebuilt from data")
+
     def named_children(self) -> Iterator[tuple[str, Layer]]:
         return iter(self._children.items())
 
@@ -241,6 +250,13 @@ class Sequential(Container):
     ['0.bias', '0.weight']
     """
 
+    @classmethod
+    def from_children(cls, kids: list[tuple[str, Layer]], wiring: dict[str, Any] | None) -> Container:
+        names = [n for n, _ in kids]
+        if names != [str(i) for i in range(len(kids))]:
+            raise ValueError(f"{cls.__name__} children must be named 0, 1, ... in order, got {names[:5]}")
+        return cls(*[layer for _, layer in kids])
+
     def __init__(self, *layers: Layer | Sequence[Layer]) -> None:
         super().__init__()
         items: Sequence[Any] = layers[0] if len(layers) == 1 and isinstance(layers[0], (list, tuple)) else layers
@@ -299,6 +315,13 @@ class Residual(Container):
     >>> block(np.ones((1, 4, 4, 3), np.float32)).shape
     (1, 4, 4, 3)
     """
+
+    @classmethod
+    def from_children(cls, kids: list[tuple[str, Layer]], wiring: dict[str, Any] | None) -> Container:
+        names = [n for n, _ in kids]
+        if names not in (["body"], ["body", "shortcut"]):
+            raise ValueError(f"Residual children must be 'body' (and 'shortcut'), got {names}")
+        return cls(kids[0][1], kids[1][1] if len(kids) > 1 else None)
 
     def __init__(self, body: Layer, shortcut: Layer | None = None) -> None:
         super().__init__()
@@ -359,6 +382,13 @@ class Concat(Container):
     >>> block(np.ones((1, 4, 4, 3), np.float32)).shape
     (1, 4, 4, 7)
     """
+
+    @classmethod
+    def from_children(cls, kids: list[tuple[str, Layer]], wiring: dict[str, Any] | None) -> Container:
+        names = [n for n, _ in kids]
+        if names != [str(i) for i in range(len(kids))]:
+            raise ValueError(f"{cls.__name__} children must be named 0, 1, ... in order, got {names[:5]}")
+        return cls(*[layer for _, layer in kids])
 
     def __init__(self, *branches: Layer | Sequence[Layer]) -> None:
         super().__init__()

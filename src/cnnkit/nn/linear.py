@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.backend import Array
+from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
 from cnnkit.nn.base import Layer, LayerInfo
 from cnnkit.nn.init import as_rng, uniform_fan_in
@@ -87,7 +87,9 @@ class Flatten(Layer):
     """Flatten axes ``start_dim..end_dim`` into one (default (N, ...) -> (N, prod)); backward reshapes back.
 
     The order is the memory order of the input, so an (N, H, W, C) image flattens NHWC: feature
-    index (h*W + w)*C + c, unlike PyTorch's NCHW flatten (c*H + h)*W + w.
+    index (h*W + w)*C + c, unlike PyTorch's NCHW flatten (c*H + h)*W + w. ``order="nchw"`` flattens an
+    (N, H, W, C) input in PyTorch's (and ONNX's) order instead, so that the fully connected layer of a
+    network imported from them keeps its weights as they are.
 
     Examples
     --------
@@ -104,9 +106,14 @@ class Flatten(Layer):
     (1, 2, 2, 2)
     """
 
-    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+    def __init__(self, start_dim: int = 1, end_dim: int = -1, order: str = "nhwc") -> None:
         super().__init__()
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        if order not in ("nhwc", "nchw"):
+            raise ValueError(f"Flatten: order must be 'nhwc' or 'nchw', got {order!r}")
+        if order == "nchw" and (self.start_dim, self.end_dim) != (1, -1):
+            raise ValueError("Flatten: order='nchw' flattens whole examples (start_dim=1, end_dim=-1)")
+        self.order = order
 
     def _axes(self, shape: tuple[int, ...]) -> tuple[int, int]:
         nd = len(shape)
@@ -120,6 +127,8 @@ class Flatten(Layer):
 
     def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         shape = tuple(x.shape)
+        if self.order == "nchw" and x.ndim == 4:
+            return xp.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(shape[0], -1), shape
         s, e = self._axes(shape)
         return x.reshape((*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :])), shape
 
@@ -130,13 +139,44 @@ class Flatten(Layer):
         return LayerInfo(out[1:], 0, 0, flattens=True)
 
     def config(self) -> dict[str, Any]:
-        return {"start_dim": self.start_dim, "end_dim": self.end_dim}
+        return {"start_dim": self.start_dim, "end_dim": self.end_dim, "order": self.order}
 
     def backward(self, dy: Array) -> Array:
         shape = self._saved()
         if dy.size != math.prod(shape):
             raise ShapeError(f"Flatten backward: dy has shape {tuple(dy.shape)}, expected {math.prod(shape)} entries for {shape}")
+        if self.order == "nchw" and len(shape) == 4:
+            n, h, w, c = shape
+            return xp.ascontiguousarray(dy.reshape(n, c, h, w).transpose(0, 2, 3, 1))
         return dy.reshape(shape)
 
     def extra_repr(self) -> str:
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}" + (", order='nchw'" if self.order != "nhwc" else "")
+
+
+class Identity(Layer):
+    """y = x (PyTorch's ``nn.Identity``, ONNX's ``Identity``): a placeholder, e.g. a removed classifier.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.ones((2, 3), np.float32)
+    >>> layer = Identity()
+    >>> layer(x) is x, layer.backward(x) is x
+    (True, True)
+    """
+
+    elementwise = True
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return x, True
+
+    def backward(self, dy: Array) -> Array:
+        self._saved()
+        return dy
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        return LayerInfo(tuple(int(v) for v in in_shape), 0, 0, elementwise=True)
+
+    def config(self) -> dict[str, Any]:
+        return {}

@@ -16,6 +16,10 @@ from cnnkit.ops.pool import (
     avg_pool2d_backward,
     avg_pool2d_forward,
     check_norm_type,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
+    global_max_pool2d_backward,
+    global_max_pool2d_forward,
     lp_pool2d_backward,
     lp_pool2d_forward,
     max_pool2d_backward,
@@ -413,3 +417,56 @@ class Upsample(Layer):
 
     def extra_repr(self) -> str:
         return f"scale_factor={self.scale_factor}, mode={self.mode!r}"
+
+
+class GlobalAvgPool2d(Layer):
+    """Global average pooling (Network-in-Network, ResNet, GoogLeNet heads): (N, H, W, C) -> (N, 1, 1, C).
+
+    PyTorch's ``AdaptiveAvgPool2d(1)`` and ONNX's ``GlobalAveragePool``; follow it with ``Flatten`` for (N, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pool = GlobalAvgPool2d()
+    >>> pool(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))[0, 0, 0]
+    array([3., 4.], dtype=float32)
+    """
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return global_avg_pool2d_forward(x)
+
+    def backward(self, dy: Array) -> Array:
+        return global_avg_pool2d_backward(dy, self._saved())
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        h, w, c = _image(in_shape, "GlobalAvgPool2d")
+        return LayerInfo((1, 1, c), 0, h * w * c, window=window((h, w), (h, w)))
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+
+class GlobalMaxPool2d(Layer):
+    """Global max pooling: (N, H, W, C) -> (N, 1, 1, C), the gradient to each channel's first maximum.
+
+    PyTorch's ``AdaptiveMaxPool2d(1)`` and ONNX's ``GlobalMaxPool``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> GlobalMaxPool2d()(np.array([[1, 5], [3, 2]], np.float32).reshape(1, 2, 2, 1)).ravel()
+    array([5.], dtype=float32)
+    """
+
+    def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
+        return global_max_pool2d_forward(x)
+
+    def backward(self, dy: Array) -> Array:
+        return global_max_pool2d_backward(dy, self._saved())
+
+    def describe(self, in_shape: Sequence[int]) -> LayerInfo:
+        h, w, c = _image(in_shape, "GlobalMaxPool2d")
+        return LayerInfo((1, 1, c), 0, h * w * c, window=window((h, w), (h, w)))
+
+    def config(self) -> dict[str, Any]:
+        return {}

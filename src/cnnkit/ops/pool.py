@@ -860,3 +860,64 @@ def upsample_nearest2d_backward(dy: Array, cache: UpsampleCache) -> Array:
             if a or b:
                 dx += blocks[:, :, a, :, b, :]
     return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# global pooling
+# ---------------------------------------------------------------------------------------------
+def global_avg_pool2d_forward(x: Array) -> tuple[Array, tuple[int, ...]]:
+    """Average of each channel over the whole image: (N, H, W, C) -> (N, 1, 1, C) (NIN's and ResNet's head).
+
+    The backward spreads each dy evenly: dx = dy / (H W) at every pixel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, cache = global_avg_pool2d_forward(np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2))
+    >>> y[0, 0, 0], global_avg_pool2d_backward(np.ones_like(y), cache)[0, :, :, 0]
+    (array([3., 4.], dtype=float32), array([[0.25, 0.25],
+           [0.25, 0.25]], dtype=float32))
+    """
+    check_rank(x.shape, 4, "global_avg_pool2d")
+    x = _as_float(x)
+    return x.mean(axis=(1, 2), keepdims=True, dtype=x.dtype), tuple(x.shape)
+
+
+def global_avg_pool2d_backward(dy: Array, cache: tuple[int, ...]) -> Array:
+    """dx (N, H, W, C) = dy / (H W) broadcast over the image."""
+    n, h, w, c = cache
+    _check_dy(dy, (n, 1, 1, c), "global_avg_pool2d")
+    return xp.broadcast_to(dy / dy.dtype.type(h * w), cache).copy()
+
+
+def global_max_pool2d_forward(x: Array) -> tuple[Array, tuple[Array, tuple[int, ...]]]:
+    """Maximum of each channel over the whole image: (N, H, W, C) -> (N, 1, 1, C).
+
+    The backward sends each dy to the first (row-major) position of its channel's maximum.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1, 5], [5, 2]], np.float32).reshape(1, 2, 2, 1)
+    >>> y, cache = global_max_pool2d_forward(x)
+    >>> float(y[0, 0, 0, 0]), global_max_pool2d_backward(np.ones_like(y), cache)[0, :, :, 0]
+    (5.0, array([[0., 1.],
+           [0., 0.]], dtype=float32))
+    """
+    check_rank(x.shape, 4, "global_max_pool2d")
+    x = _as_float(x)
+    n, h, w, c = x.shape
+    flat = x.reshape(n, h * w, c)
+    arg = flat.argmax(axis=1)  # (N, C), the first maximum (NaN wins, as in max pooling)
+    y = xp.take_along_axis(flat, arg[:, None, :], axis=1).reshape(n, 1, 1, c)
+    return y, (arg, tuple(x.shape))
+
+
+def global_max_pool2d_backward(dy: Array, cache: tuple[Array, tuple[int, ...]]) -> Array:
+    """dx (N, H, W, C): dy at each channel's maximum, zero elsewhere."""
+    arg, shape = cache
+    n, h, w, c = shape
+    _check_dy(dy, (n, 1, 1, c), "global_max_pool2d")
+    dx = xp.zeros((n, h * w, c), dtype=dy.dtype)
+    xp.put_along_axis(dx, arg[:, None, :], dy.reshape(n, 1, c), axis=1)
+    return dx.reshape(shape)
