@@ -108,6 +108,13 @@ VGG16_SPEC = (
     "fc4096,relu,dropout,fc4096,relu,dropout,fc1000"
 )
 
+# VGG-16 with its fully connected layers as convolutions (the layer notes' FC-to-conv conversion): the same
+# parameters; on 224x224 a 1x1 map of scores, on 384x384 a 6x6 map (36 windows at stride 32)
+VGG16_FCN_SPEC = VGG16_SPEC.replace(
+    "fc4096,relu,dropout,fc4096,relu,dropout,fc1000",
+    "conv7x7x512x4096,relu,dropout,conv1x1x4096x4096,relu,dropout,conv1x1x4096x1000",
+)
+
 # AlexNet (Krizhevsky et al. 2012) as one tower, 227x227x3 input; local response normalisation omitted.
 ALEXNET_SPEC = (
     "conv11x11x3x96s4,relu,pool3s2,conv5x5x96x256p2,relu,pool3s2,"
@@ -137,6 +144,8 @@ def _fixed_models() -> dict[str, ModelDef]:
                            description="CIFAR-10: [CONV-RELU-POOL]x2-FC-RELU-FC"),
         "vgg16": ModelDef("vgg16", VGG16_SPEC, (224, 224, 3), 1000, init="he", lr=0.01, preprocess="per_channel",
                            description="VGG-16 as in the chapter's Table 15.2"),
+        "vgg16-fcn": ModelDef("vgg16-fcn", VGG16_FCN_SPEC, (224, 224, 3), 1000, init="he", lr=0.01, preprocess="per_channel",
+                              description="VGG-16 fully convolutional: any input of at least 224x224 gives a map of scores"),
         "alexnet": ModelDef("alexnet", ALEXNET_SPEC, (227, 227, 3), 1000, init="he", lr=0.01, preprocess="per_channel",
                            description="AlexNet, one tower, no LRN"),
     }
@@ -203,13 +212,21 @@ def resolve(name_or_spec: str, input_shape: tuple[int, int, int] | None = None) 
     ('custom', (32, 32, 3), 4)
     """
     try:
-        return get_model_def(name_or_spec)
+        d = get_model_def(name_or_spec)
     except KeyError as name_error:
         if "," not in name_or_spec and not name_or_spec.lower().startswith(("conv", "pool", "fc")):
             raise SpecError(str(name_error).strip("'\"")) from None
         tokens = parse(name_or_spec)
         classes = next((t.args["out"] for t in reversed(tokens) if t.kind in ("conv", "fc")), 0)
         return ModelDef("custom", name_or_spec, input_shape or _MNIST, classes)
+    if input_shape is not None and tuple(input_shape) != d.input_shape and any(t.kind == "fc" for t in parse(d.spec)):
+        fcn = f"; {d.name}-fcn is its fully convolutional form, which takes larger inputs" if d.name == "vgg16" else ""
+        shape = "x".join(map(str, d.input_shape))
+        raise SpecError(
+            f"{d.name}'s fully connected layers are sized for {shape} inputs, not {'x'.join(map(str, input_shape))} "
+            f"(another size would build another network){fcn}"
+        )
+    return d
 
 
 def model_input(name_or_spec: str) -> tuple[tuple[int, int, int] | None, int]:
