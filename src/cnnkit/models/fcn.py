@@ -91,10 +91,11 @@ def to_fully_convolutional(net: Layer, input_shape: Sequence[int]) -> Sequential
             j = i + 1
             while j < len(layers) and layers[j].elementwise and not isinstance(layers[j], BatchNorm1d):
                 j += 1
-            if j < len(layers) and isinstance(layers[j], Linear):
+            linear = layers[j] if j < len(layers) else None
+            if isinstance(linear, Linear):
                 out += layers[i + 1 : j]
-                out.append(_conv_from_linear(layers[j], (shape[0], shape[1], shape[2]), layer.order))
-                shape = (1, 1, layers[j].out_features)
+                out.append(_conv_from_linear(linear, (shape[0], shape[1], shape[2]), layer.order))
+                shape = (1, 1, linear.out_features)
                 converted = True
                 i = j + 1
                 continue

@@ -161,7 +161,7 @@ def model_names() -> list[str]:
     --------
     >>> from cnnkit.models import model_names
     >>> model_names()
-    ['base', 'bn', 'sk', 'lenet5', 'cifar', 'vgg16', 'alexnet', 'sk-<s>', '<book model>-sigmoid', '<book model>-dropout']
+    ['base', 'bn', 'sk', 'lenet5', 'cifar', 'vgg16', 'vgg16-fcn', 'alexnet', 'sk-<s>', '<book model>-sigmoid', '<book model>-dropout']
     """
     return [*_fixed_models(), "sk-<s>", "<book model>-sigmoid", "<book model>-dropout"]
 
