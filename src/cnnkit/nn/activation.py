@@ -1,11 +1,14 @@
 """Activation layers: thin classes over :mod:`cnnkit.ops.activation`, with PyTorch's names and arguments.
 
-All act element-wise on any shape except PReLU (one slope per channel, the last axis of NHWC) and
+All act element-wise on any shape except PReLU (one slope per channel, the last axis of NHWC, or slopes of any
+broadcasting shape) and
 Softmax/LogSoftmax (over the last axis). Parameterless layers compute in the input's dtype.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from cnnkit.backend import Array, default_float, xp
@@ -171,6 +174,10 @@ class PReLU(Layer):
 
     ``params["weight"]``: (num_parameters,), filled with ``init``; num_parameters is 1 (one slope shared
     by all channels) or C, the number of channels on the input's last axis (NHWC, or (N, C)).
+    ``shape=`` gives the slopes any shape that broadcasts to one example (ONNX's PRelu slope in NHWC order),
+    e.g. (H, W, C) for a slope per element or (W, 1) for one per column; ``num_parameters`` is then the number
+    of slopes (leave it at 1 or give that number), and the gradient of each slope sums over the axes it
+    broadcasts along.
 
     Examples
     --------
@@ -186,20 +193,43 @@ class PReLU(Layer):
     >>> _ = act.backward(np.ones_like(x))
     >>> act.grads["weight"]  # channel 0: -4 - 2; channel 1: -8
     array([-6., -8.], dtype=float32)
+
+    One slope per element of an (H, W, C) = (1, 2, 2) example:
+
+    >>> per_element = PReLU(shape=(1, 2, 2), init=0.5)
+    >>> per_element(x)[0, 0]
+    array([[-2.,  2.],
+           [-1., -4.]], dtype=float32)
+    >>> _ = per_element.backward(np.ones_like(x))
+    >>> per_element.grads["weight"][0]  # each slope: its own input where negative
+    array([[-4.,  0.],
+           [-2., -8.]], dtype=float32)
     """
 
     elementwise = True
 
-    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype: Any = None) -> None:
+    def __init__(
+        self, num_parameters: int = 1, init: float = 0.25, *, shape: Sequence[int] | None = None, dtype: Any = None
+    ) -> None:
         super().__init__()
         if num_parameters < 1:
             raise ValueError(f"PReLU: num_parameters must be >= 1, got {num_parameters}")
+        if shape is not None:
+            dims = tuple(int(v) for v in shape)
+            if any(d < 1 for d in dims):
+                raise ValueError(f"PReLU: shape must have positive sizes, got {tuple(shape)}")
+            count = math.prod(dims)
+            if num_parameters not in (1, count):
+                raise ValueError(f"PReLU: shape {dims} holds {count} slopes but num_parameters={num_parameters}")
+            num_parameters = count
+        self.shape: tuple[int, ...] | None = dims if shape is not None else None
         self.num_parameters = int(num_parameters)
-        self.params["weight"] = xp.full((self.num_parameters,), init, dtype=dtype or default_float())
+        weight_shape = self.shape if self.shape is not None else (self.num_parameters,)
+        self.params["weight"] = xp.full(weight_shape, init, dtype=dtype or default_float())
         self._init_grads()
 
     def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
-        return prelu_forward(x, self.params["weight"])
+        return prelu_forward(x, self.params["weight"], broadcast=self.shape is not None)
 
     def backward(self, dy: Array) -> Array:
         dx, dw = prelu_backward(dy, self._saved())
@@ -207,10 +237,12 @@ class PReLU(Layer):
         return dx
 
     def extra_repr(self) -> str:
+        if self.shape is not None:
+            return f"shape={self.shape}"
         return f"num_parameters={self.num_parameters}"
 
     def config(self) -> dict[str, Any]:
-        return {"num_parameters": self.num_parameters}
+        return {"num_parameters": self.num_parameters, "shape": None if self.shape is None else list(self.shape)}
 
 
 class ELU(Layer):

@@ -1,15 +1,21 @@
 """Loss layers: thin classes over :mod:`cnnkit.ops.loss`.
 
 ``value = loss.forward(prediction, target)`` (a Python float, the batch mean) then
-``dprediction = loss.backward()`` (the gradient of that mean, the prediction's shape).
+``dprediction = loss.backward()`` (the gradient of that mean, the prediction's shape). The classification
+losses with class weights (SoftmaxCrossEntropy, NLLLoss) also sum or return per-example losses
+(``reduction=``); their ``backward(dy)`` then takes the gradient of what ``forward`` returned.
 """
 
 from __future__ import annotations
 
-from cnnkit.backend import Array
+from collections.abc import Sequence
+from typing import Any
+
+from cnnkit.backend import Array, xp
 from cnnkit.nn.base import Loss
 from cnnkit.ops.loss import (
     MAPE_EPSILON,
+    REDUCTIONS,
     bce_backward,
     bce_forward,
     bce_with_logits_backward,
@@ -26,18 +32,52 @@ from cnnkit.ops.loss import (
     msle_forward,
     multi_margin_backward,
     multi_margin_forward,
+    nll_loss_backward,
+    nll_loss_forward,
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
 
 
+def _class_options_repr(loss: Any) -> str:
+    parts = []
+    if loss.weight is not None:
+        parts.append(f"weight={loss.weight.tolist()}")
+    if loss.ignore_index is not None:
+        parts.append(f"ignore_index={loss.ignore_index}")
+    if loss.reduction != "mean":
+        parts.append(f"reduction={loss.reduction!r}")
+    return f"{type(loss).__name__}({', '.join(parts)})"
+
+
+def _class_options(weight: Array | Sequence[float] | None, ignore_index: int | None, reduction: str, what: str) -> Array | None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{what}: reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if ignore_index is not None and (isinstance(ignore_index, bool) or int(ignore_index) != ignore_index):
+        raise ValueError(f"{what}: ignore_index must be an integer or None, got {ignore_index!r}")
+    if weight is None:
+        return None
+    w = xp.asarray(weight)
+    if w.ndim != 1 or w.dtype.kind not in "fiu":
+        raise ValueError(f"{what}: weight must be a vector of numbers, one per class, got shape {tuple(w.shape)}")
+    return w
+
+
 class SoftmaxCrossEntropy(Loss):
     """Softmax (eq. 15.7) followed by cross entropy, fused and numerically stable.
 
-    prediction: logits (..., K), e.g. (N, K) or (N, 1, 1, K) from a fully connected layer written as a
-    convolution; target: integer labels of the leading shape ((N,) also for (N, 1, 1, K)) or float
-    probability targets of the logits' shape. Value: mean over rows of -log softmax(x)_label.
-    After ``forward``, ``probabilities`` holds softmax(logits) (the logits' shape), e.g. for accuracy.
+    prediction: logits (..., K), e.g. (N, K), (N, 1, 1, K) from a fully connected layer written as a
+    convolution, or (N, H, W, K) for a class per pixel (classes last, NHWC); target: integer labels of the
+    leading shape ((N,) also for (N, 1, 1, K)) or float probability targets of the logits' shape.
+    Value: mean over rows of -log softmax(x)_label. After ``forward``, ``probabilities`` holds
+    softmax(logits) (the logits' shape), e.g. for accuracy.
+
+    PyTorch's CrossEntropyLoss options: ``weight`` (K,) per class; ``ignore_index`` (None: every label
+    counts and must lie in [0, K); PyTorch's default is -100); ``reduction``: "mean" (default: divided by
+    the sum of the weights of the examples kept), "sum" or "none". ``forward`` returns a float for "mean"
+    and "sum" and an array of the labels' shape for "none" (so it is typed ``Any``: the trainers, which
+    expect a float, need "mean" or "sum"); ``backward(dy=None)`` takes the gradient of that value (a number,
+    or an array of the per-example losses' shape; 1 and ones by default).
 
     Examples
     --------
@@ -52,23 +92,78 @@ class SoftmaxCrossEntropy(Loss):
            [-0.3333,  0.1667,  0.1667]])
     >>> loss.probabilities.argmax(axis=-1)
     array([2, 0])
+
+    Per-example losses, one label ignored:
+
+    >>> per_example = SoftmaxCrossEntropy(ignore_index=-1, reduction="none")
+    >>> per_example.forward(logits, np.array([2, -1])).round(4)
+    array([0.4076, 0.    ])
+    >>> per_example.backward().round(4)  # the ignored example gets no gradient
+    array([[ 0.09  ,  0.2447, -0.3348],
+           [ 0.    ,  0.    ,  0.    ]])
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, weight: Array | Sequence[float] | None = None, ignore_index: int | None = None, reduction: str = "mean"
+    ) -> None:
         super().__init__()
+        self.weight = _class_options(weight, ignore_index, reduction, "SoftmaxCrossEntropy")
+        self.ignore_index, self.reduction = ignore_index, reduction
         self.probabilities: Array | None = None
 
-    def forward(self, prediction: Array, target: Array) -> float:
-        value, self._cache = softmax_cross_entropy_forward(prediction, target)
+    def forward(self, prediction: Array, target: Array) -> Any:  # a float, or an array for reduction="none"
+        value, self._cache = softmax_cross_entropy_forward(prediction, target, self.weight, self.ignore_index, self.reduction)
         self.probabilities = self._cache.probabilities
         return value
 
-    def backward(self) -> Array:
-        return softmax_cross_entropy_backward(self._saved())
+    def backward(self, dy: Array | float | None = None) -> Array:
+        return softmax_cross_entropy_backward(self._saved(), dy)
+
+    def __repr__(self) -> str:
+        return _class_options_repr(self)
 
 
 CrossEntropyLoss = SoftmaxCrossEntropy
 """PyTorch's name for the same loss (logits in, integer labels or probabilities as targets)."""
+
+
+class NLLLoss(Loss):
+    """Negative log-likelihood of log-probabilities (after a LogSoftmax): per example -w_label x_label.
+
+    prediction: log-probabilities (..., K), classes last ((N, K) or (N, H, W, K)); target: integer labels
+    of the leading shape. PyTorch's NLLLoss and ONNX's NegativeLogLikelihoodLoss: ``weight``,
+    ``ignore_index`` and ``reduction`` as in :class:`SoftmaxCrossEntropy`, and so is what ``forward``
+    returns and ``backward(dy=None)`` takes. LogSoftmax followed by NLLLoss equals SoftmaxCrossEntropy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.nn import NLLLoss
+    >>> loss = NLLLoss(weight=np.array([1.0, 3.0]))
+    >>> x = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
+    >>> round(loss.forward(x, np.array([0, 1])), 4)  # (log 2 + 3 log 10) / (1 + 3)
+    1.9002
+    >>> loss.backward()  # -w_label / (sum of w) at each label
+    array([[-0.25,  0.  ],
+           [ 0.  , -0.75]])
+    """
+
+    def __init__(
+        self, weight: Array | Sequence[float] | None = None, ignore_index: int | None = None, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        self.weight = _class_options(weight, ignore_index, reduction, "NLLLoss")
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, prediction: Array, target: Array) -> Any:  # a float, or an array for reduction="none"
+        value, self._cache = nll_loss_forward(prediction, target, self.weight, self.ignore_index, self.reduction)
+        return value
+
+    def backward(self, dy: Array | float | None = None) -> Array:
+        return nll_loss_backward(self._saved(), dy)
+
+    def __repr__(self) -> str:
+        return _class_options_repr(self)
 
 
 class L2Loss(Loss):

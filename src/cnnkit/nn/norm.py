@@ -20,7 +20,8 @@ class _BatchNorm(Layer):
     """What BatchNorm1d and BatchNorm2d share: everything but the accepted input ranks.
 
     Training: batch mean and biased variance normalise; running statistics are updated as
-    ``running = (1 - momentum)*running + momentum*batch`` with the unbiased batch variance
+    ``running = (1 - momentum)*running + momentum*batch`` with the unbiased batch variance (PyTorch), or
+    with ``running_var_unbiased=False`` the biased one (ONNX's BatchNormalization in training mode)
     (``momentum=None``: cumulative average over the batches seen). Evaluation: running statistics
     (batch statistics when ``track_running_stats=False``). ``affine=False`` drops gamma and beta.
     The scale and shift are excluded from weight decay (``no_decay``).
@@ -39,6 +40,7 @@ class _BatchNorm(Layer):
         affine: bool = True,
         track_running_stats: bool = True,
         *,
+        running_var_unbiased: bool = True,
         dtype: Any = None,
     ) -> None:
         super().__init__()
@@ -46,6 +48,7 @@ class _BatchNorm(Layer):
             raise ShapeError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
         self.track_running_stats = track_running_stats
+        self.running_var_unbiased = bool(running_var_unbiased)
         self._batches = 0
         dt = dtype or default_float()
         if affine:
@@ -72,6 +75,7 @@ class _BatchNorm(Layer):
             train,
             0.0 if momentum is None else momentum,
             self.eps,
+            self.running_var_unbiased,
         )
         if train and tracking:
             self.num_batches_tracked += 1
@@ -100,7 +104,8 @@ class _BatchNorm(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "affine": "weight" in self.params, "track_running_stats": self.track_running_stats}
+                "affine": "weight" in self.params, "track_running_stats": self.track_running_stats,
+                "running_var_unbiased": self.running_var_unbiased}
 
     def backward(self, dy: Array) -> Array:
         dx, dgamma, dbeta = batch_norm_backward(dy, self._saved())
@@ -121,6 +126,7 @@ class _BatchNorm(Layer):
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={'weight' in self.params}, "
             f"track_running_stats={self.track_running_stats}"
+            + ("" if self.running_var_unbiased else ", running_var_unbiased=False")
         )
 
 

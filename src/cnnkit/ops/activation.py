@@ -26,6 +26,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 
+from cnnkit import jit
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
 
@@ -113,8 +114,46 @@ class ReLUCache:
     y: Array
 
 
+class LazyReLUCache:
+    """The cache of a ReLU whose output was never stored because a fused kernel consumed it (a ReLU before a
+    max pooling, :class:`~cnnkit.nn.Sequential`): ``y = max(x, 0)`` is computed from the input on first read.
+    Like :class:`ReLUCache` it holds the input by reference.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.activation import LazyReLUCache, relu_backward
+    >>> cache = LazyReLUCache(np.array([-1.0, 2.0]))
+    >>> relu_backward(np.array([5.0, 5.0]), cache)
+    array([0., 5.])
+    """
+
+    def __init__(self, x: Array) -> None:
+        self.x = x
+        self._y: Array | None = None
+
+    @property
+    def y(self) -> Array:
+        if self._y is None:
+            self._y = relu_forward(self.x)[0]
+        return self._y
+
+
+RELU_KERNEL_MIN = 1 << 12
+"""From this many elements ReLU's backward runs as one compiled pass (below it NumPy's two small passes cost
+no more than calling the kernel)."""
+
+
+def _relu_kernel_ok(*arrays: Array) -> bool:
+    """The compiled ReLU applies: numba, float arrays of one dtype, C-contiguous, large enough."""
+    a = arrays[0]
+    return (a.size >= RELU_KERNEL_MIN and jit.usable(*arrays) and all(b.dtype == a.dtype and b.flags.c_contiguous for b in arrays))
+
+
 def relu_forward(x: Array, inplace: bool = False) -> tuple[Array, ReLUCache]:
     """y = max{0, x} element-wise (eq. 15.13). Any shape. ``inplace=True`` overwrites ``x`` with y.
+
+    Large arrays run on the compiled kernel's threads when more than one is allowed (the same bits).
 
     Examples
     --------
@@ -125,11 +164,16 @@ def relu_forward(x: Array, inplace: bool = False) -> tuple[Array, ReLUCache]:
     array([[0., 0., 3.]])
     """
     x = as_float(x)
+    if x.size >= jit.RELU_THRESHOLD and _relu_kernel_ok(x) and jit.threads() > 1:
+        y = x if inplace else xp.empty_like(x)
+        assert jit.relu_forward is not None  # usable(): numba is there
+        jit.relu_forward(x, y)
+        return y, ReLUCache(y)
     y = xp.maximum(x, 0, out=x if inplace else None)
     return y, ReLUCache(y)
 
 
-def relu_backward(dy: Array, cache: ReLUCache) -> Array:
+def relu_backward(dy: Array, cache: ReLUCache | LazyReLUCache) -> Array:
     """dz/dx = dz/dy where x > 0, else 0 (eqs. 15.14-15.15; 0 at x == 0, as in PyTorch).
 
     Examples
@@ -140,8 +184,14 @@ def relu_backward(dy: Array, cache: ReLUCache) -> Array:
     >>> relu_backward(np.array([5.0, 5.0, 5.0]), cache)
     array([0., 0., 5.])
     """
-    dy = _grad_like(dy, cache.y, "relu")
-    return dy * (cache.y > 0)
+    y = cache.y
+    dy = _grad_like(dy, y, "relu")
+    if _relu_kernel_ok(dy, y):
+        dx = xp.empty_like(dy)
+        assert jit.relu_backward is not None  # usable(): numba is there
+        jit.relu_backward(dy, y, dx)  # dy * (y > 0) in one pass, the same bits
+        return dx
+    return dy * (y > 0)
 
 
 # ------------------------------------------------------------------------------------------- Sigmoid
@@ -313,22 +363,35 @@ class PReLUCache:
     """
 
     x: Array  # (..., C), in the weight's dtype
-    weight: Array  # (1,) or (C,)
+    weight: Array  # (1,) or (C,), or any shape broadcasting to x's (broadcast=True)
 
 
-def _check_prelu(x: Array, weight: Array) -> None:
+def _check_prelu(x: Array, weight: Array, broadcast: bool) -> None:
+    if broadcast:
+        ok = weight.ndim <= x.ndim and all(w in (1, d) for w, d in zip(reversed(weight.shape), reversed(x.shape)))
+        if not ok:
+            raise ShapeError(
+                f"prelu: weight of shape {tuple(weight.shape)} does not broadcast to the input {tuple(x.shape)} "
+                f"(numpy's rule, aligned at the last axis, without changing the input's shape)"
+            )
+        return
     if weight.ndim != 1 or (weight.shape[0] != 1 and (x.ndim == 0 or weight.shape[0] != x.shape[-1])):
         c = x.shape[-1] if x.ndim else None
         raise ShapeError(
             f"prelu: weight must have shape (1,) or (C,) with C = {c} channels on the last axis of the "
-            f"input {tuple(x.shape)}; got weight shape {tuple(weight.shape)}"
+            f"input {tuple(x.shape)}; got weight shape {tuple(weight.shape)} (broadcast=True takes any shape that "
+            f"broadcasts to the input, e.g. (H, W, C))"
         )
 
 
-def prelu_forward(x: Array, weight: Array) -> tuple[Array, PReLUCache]:
-    """Parametric ReLU: y = x for x > 0, a_c x otherwise, with a learnable slope per channel.
+def prelu_forward(x: Array, weight: Array, broadcast: bool = False) -> tuple[Array, PReLUCache]:
+    """Parametric ReLU: y = x for x > 0, a x otherwise, with learnable slopes a.
 
-    x: (..., C) channel-last (NHWC or (N, C)); weight: (1,) (one slope shared) or (C,).
+    x: (..., C) channel-last (NHWC or (N, C)); weight: (1,) (one slope shared) or (C,) (one per channel).
+    With ``broadcast=True`` the weight may have any shape that broadcasts to x's by NumPy's rule (aligned
+    at the last axis, x's shape unchanged): ONNX's PRelu slope, e.g. (H, W, C) for a slope per element of
+    an NHWC image, or () for a scalar. Broadcasting is opt-in so that an NCHW-shaped slope such as (C, 1, 1)
+    given by mistake fails instead of silently broadcasting over the wrong axes.
     Computes in the weight's dtype. Returns y with x's shape.
 
     Examples
@@ -340,20 +403,25 @@ def prelu_forward(x: Array, weight: Array) -> tuple[Array, PReLUCache]:
     >>> y
     array([[-1., -2.],
            [ 2.,  2.]])
+    >>> prelu_forward(x, np.array([[0.25, 0.5], [0.1, 0.1]]), broadcast=True)[0]  # one slope per element
+    array([[-1., -2.],
+           [ 2.,  2.]])
     """
     x = xp.asarray(x)
-    _check_prelu(x, weight)
+    weight = xp.asarray(weight)
+    _check_prelu(x, weight, broadcast)
     x = x.astype(weight.dtype, copy=False)
     y = xp.minimum(x, 0)
-    y *= weight  # weight broadcasts along the last axis
+    y *= weight  # weight broadcasts along the last axes
     y += xp.maximum(x, 0)  # exact: one of the two terms is 0
     return y, PReLUCache(x, weight)
 
 
 def prelu_backward(dy: Array, cache: PReLUCache) -> tuple[Array, Array]:
-    """Returns ``(dx, dweight)``: dx = dy where x > 0 else a dy; da_c = sum of x dy over x <= 0 in channel c.
+    """Returns ``(dx, dweight)``: dx = dy where x > 0 else a dy; da = sum of x dy over x <= 0, summed over
+    every axis the weight broadcasts along (all but the channel for (C,), all for (1,)).
 
-    dy: x's shape (..., C) -> dx: (..., C), dweight: the weight's shape, (1,) or (C,).
+    dy: x's shape (..., C) -> dx: (..., C), dweight: the weight's shape.
 
     Examples
     --------
@@ -371,11 +439,19 @@ def prelu_backward(dy: Array, cache: PReLUCache) -> tuple[Array, Array]:
     dx = select_factor(x > 0, w, x.dtype)
     dx *= dy
     xneg = xp.minimum(x, 0)  # x where the slope acts, else 0
-    if w.shape[0] == 1:
+    if w.ndim == 1 and w.shape[0] == 1:
         dw = xp.reshape(xp.vdot(xneg.reshape(-1), dy.reshape(-1)), (1,))
-    else:
+    elif w.ndim == 1 and x.ndim >= 1 and w.shape[0] == x.shape[-1]:
         c = w.shape[0]
         dw = xp.einsum("ij,ij->j", xneg.reshape(-1, c), dy.reshape(-1, c))  # (M, C) * (M, C) summed over M
+    else:  # a broadcasting slope: sum over the leading axes, then over the axes where the weight has size 1
+        g = xneg * dy
+        lead = x.ndim - w.ndim
+        if lead:
+            g = g.sum(axis=tuple(range(lead)))
+        ones = tuple(i for i, (a, b) in enumerate(zip(w.shape, g.shape)) if a == 1 and b != 1)
+        dw = g.sum(axis=ones, keepdims=True) if ones else g
+        dw = dw.reshape(w.shape)
     return dx, dw.astype(w.dtype, copy=False)
 
 

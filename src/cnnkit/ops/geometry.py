@@ -19,6 +19,9 @@ from cnnkit.errors import ShapeError
 IntPair = int | Sequence[int]
 Padding = int | str | Sequence[int] | Sequence[Sequence[int]]
 
+SAME_MODES = ("same", "same_upper", "same_lower")
+"""The padding names that keep ``ceil(H/stride)`` outputs ("same" = "same_upper": the odd pixel after)."""
+
 
 def pair(value: IntPair, name: str) -> tuple[int, int]:
     """Normalise an int or a 2-sequence of ints to ``(h, w)``.
@@ -109,7 +112,10 @@ def resolve_padding(
     ``((top, bottom), (left, right))`` (asymmetric), ``"valid"`` (no padding) and ``"same"``:
     the output is ``ceil(H/stride)`` and the total padding ``max((H_out-1)*stride + k_eff - H, 0)``
     is split with the odd pixel after; at stride 1 that is the seed's floor((k-1)/2) before and
-    floor(k/2) after.
+    floor(k/2) after. ``"same_upper"`` is ``"same"`` under ONNX's name (auto_pad SAME_UPPER);
+    ``"same_lower"`` (SAME_LOWER) puts the odd pixel before instead. The names are case-insensitive.
+    The effective (dilated) kernel k_eff = dilation*(k-1) + 1 enters the total, as ONNX's
+    specification of auto_pad says.
 
     Examples
     --------
@@ -118,6 +124,8 @@ def resolve_padding(
     >>> from cnnkit.ops.geometry import resolve_padding
     >>> resolve_padding("same", (9, 8), (4, 5), (1, 1), (1, 1))
     (1, 2, 2, 2)
+    >>> resolve_padding("same_lower", (9, 8), (4, 5), (1, 1), (1, 1))  # the odd pixel before
+    (2, 1, 2, 2)
     >>> resolve_padding(((0, 1), (2, 3)), (9, 8), (3, 3), (1, 1), (1, 1))
     (0, 1, 2, 3)
     """
@@ -125,14 +133,18 @@ def resolve_padding(
         mode = padding.lower()
         if mode == "valid":
             return (0, 0, 0, 0)
-        if mode != "same":
-            raise ShapeError(f"padding must be an int, a pair, ((top, bottom), (left, right)), 'same' or 'valid'; got {padding!r}")
+        if mode not in SAME_MODES:
+            raise ShapeError(
+                f"padding must be an int, a pair, ((top, bottom), (left, right)), 'same', 'same_upper', 'same_lower' "
+                f"or 'valid'; got {padding!r}"
+            )
         pads: list[int] = []
         for size, k, s, d in zip(in_hw, kernel, stride, dilation):
             k_eff = d * (k - 1) + 1
             out = -(-size // s)
             total = max((out - 1) * s + k_eff - size, 0)
-            pads += [total // 2, total - total // 2]
+            small, large = total // 2, total - total // 2
+            pads += [large, small] if mode == "same_lower" else [small, large]
         return (pads[0], pads[1], pads[2], pads[3])
     if isinstance(padding, bool):  # an int to Python, but not a padding
         raise ShapeError(f"padding must be an int, a pair, ((top, bottom), (left, right)) or 'same'; got {padding!r}")

@@ -2,7 +2,9 @@
 ``<name>_backward(cache) -> dprediction``.
 
 ``value`` is a Python float, the mean over the batch (see each loss for what one example is), and
-the backward returns the gradient of that mean with the prediction's shape and dtype. Everything is
+the backward returns the gradient of that mean with the prediction's shape and dtype. The two
+classification losses with class weights also take ``reduction="sum"`` (a float) or ``"none"`` (an
+array of per-example losses); their backward then takes ``dy``, the gradient of that value. Everything is
 computed in the prediction's dtype (non-float predictions become float32).
 
 Regression losses (prediction and target of the same shape, batch on axis 0):
@@ -16,7 +18,10 @@ Regression losses (prediction and target of the same shape, batch on axis 0):
 Classification losses (scores of shape (..., K), the last axis holding the K classes):
 
 * :func:`softmax_cross_entropy_forward`: -log softmax(x)_label (eq. 15.7 feeding the cross entropy of
-  seed 000 §15.2), fused and stable; integer labels or probability targets.
+  seed 000 §15.2), fused and stable; integer labels or probability targets; class weights,
+  ignore_index and reduction "mean"/"sum"/"none" as PyTorch's CrossEntropyLoss.
+* :func:`nll_loss_forward`: -x_label on log-probabilities (PyTorch's NLLLoss, ONNX's
+  NegativeLogLikelihoodLoss), with the same options.
 * :func:`multi_margin_forward`: multiclass hinge (SVM) loss, PyTorch's MultiMarginLoss.
 * :func:`bce_with_logits_forward` / :func:`bce_forward`: the binary cross entropy of seed 003 §2.5.7,
   -(t log p + (1 - t) log(1 - p)), from logits (stable) or from probabilities.
@@ -24,6 +29,8 @@ Classification losses (scores of shape (..., K), the last axis holding the K cla
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
 
 from cnnkit.backend import Array, xp
@@ -287,11 +294,16 @@ def mape_backward(cache: MAPECache) -> Array:
 
 
 # ---------------------------------------------------------------------------------- classification
-def _flat_labels(scores: Array, labels: Array, what: str) -> tuple[Array, Array]:
+REDUCTIONS = ("mean", "sum", "none")
+"""The reductions of the classification losses with class weights (PyTorch's and ONNX's names)."""
+
+
+def _flat_labels(scores: Array, labels: Array, what: str, ignore_index: int | None = None) -> tuple[Array, Array]:
     """Scores (..., K) -> (M, K) and integer labels of the leading shape -> (M,), validated.
 
     Labels may have exactly the leading shape scores.shape[:-1], or be (N,) when every leading axis
     after the first has size 1 (a fully connected layer written as a convolution gives (N, 1, 1, K)).
+    Labels equal to ``ignore_index`` are exempt from the range check (they may lie outside [0, K)).
     """
     if scores.ndim < 1 or scores.shape[-1] < 1:
         raise ShapeError(f"{what}: scores must have shape (..., K) with K >= 1 classes, got {tuple(scores.shape)}")
@@ -310,10 +322,12 @@ def _flat_labels(scores: Array, labels: Array, what: str) -> tuple[Array, Array]
         raise ValueError(f"{what}: labels must be integers, got dtype {labels.dtype}")
     k = scores.shape[-1]
     flat = labels.reshape(-1).astype(xp.intp, copy=False)
-    if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= k):
+    checked = flat if ignore_index is None else flat[flat != ignore_index]
+    if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= k):
         raise ValueError(
-            f"{what}: labels must lie in [0, {k}) for {k} classes (scores shape {tuple(scores.shape)}); "
-            f"got values in [{int(flat.min())}, {int(flat.max())}]"
+            f"{what}: labels must lie in [0, {k}) for {k} classes (scores shape {tuple(scores.shape)}"
+            + ("" if ignore_index is None else f", ignore_index={ignore_index}")
+            + f"); got values in [{int(checked.min())}, {int(checked.max())}]"
         )
     rows = scores.reshape(-1, k)  # (M, K), M = prod of the leading axes
     if rows.shape[0] == 0:
@@ -321,9 +335,70 @@ def _flat_labels(scores: Array, labels: Array, what: str) -> tuple[Array, Array]
     return rows, flat
 
 
+def _check_class_options(
+    weight: Array | None, ignore_index: int | None, reduction: str, k: int, dtype: xp.dtype, what: str
+) -> Array | None:
+    """Validate weight (K,), ignore_index and reduction; return the weight in ``dtype``."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{what}: reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    if ignore_index is not None and (isinstance(ignore_index, bool) or int(ignore_index) != ignore_index):
+        raise ValueError(f"{what}: ignore_index must be an integer or None, got {ignore_index!r}")
+    if weight is None:
+        return None
+    w = xp.asarray(weight)
+    if w.shape != (k,):
+        raise ShapeError(f"{what}: weight must have one entry per class, shape ({k},), got {tuple(w.shape)}")
+    return w.astype(dtype, copy=False)
+
+
+def _row_coefficients(
+    flat: Array, weight: Array | None, ignore_index: int | None, reduction: str, dtype: xp.dtype
+) -> tuple[Array, Array, Array, float]:
+    """Per row: the weight w_i of its label (0 where ignored), a safe label (0 where ignored), the mask of
+    kept rows, and the reduction's scale (1/sum of w_i for "mean", 1 otherwise; NaN when nothing is kept)."""
+    keep = xp.ones(flat.shape, dtype=bool) if ignore_index is None else flat != ignore_index
+    safe = xp.where(keep, flat, 0)
+    if weight is None:
+        w = keep.astype(dtype)
+    else:
+        w = weight[safe] * keep
+    if reduction != "mean":
+        return w, safe, keep, 1.0
+    total = float(w.sum())
+    return w, safe, keep, (1.0 / total if total != 0 else math.nan)
+
+
+def _reduce(per_row: Array, scale: float, reduction: str, shape: tuple[int, ...]) -> float | Array:
+    """The loss value: the per-row losses with the labels' shape ("none"), their sum, or their weighted mean."""
+    if reduction == "none":
+        return per_row.reshape(shape)
+    return float(per_row.sum()) * scale if not math.isnan(scale) else math.nan
+
+
+def _upstream(dy: Array | float | None, reduction: str, shape: tuple[int, ...], dtype: xp.dtype, what: str) -> Array | float:
+    """The gradient of whatever the forward returned: 1 by default; a scalar for "mean"/"sum", an array of
+    the value's (labels') shape for "none". Returned as a float, or as an (M,) array."""
+    if dy is None:
+        return 1.0
+    if reduction != "none":
+        d = xp.asarray(dy)
+        if d.size != 1:
+            raise ShapeError(
+                f"{what} backward: the loss is a scalar (reduction={reduction!r}), so dy must be one number, got shape {d.shape}"
+            )
+        return float(d.reshape(()))
+    d = xp.asarray(dy)
+    if tuple(d.shape) != tuple(shape):
+        raise ShapeError(f"{what} backward: dy has shape {tuple(d.shape)}, expected the loss's shape {tuple(shape)} (reduction='none')")
+    return d.astype(dtype, copy=False).reshape(-1)
+
+
 @dataclass
 class SoftmaxCrossEntropyCache:
     """What the fused softmax cross entropy's backward needs: the probabilities and the labels or targets.
+
+    With class weights, ignore_index or another reduction, ``coefficients`` holds each row's factor
+    w_i / (sum of w) ("mean") or w_i ("sum", "none") and ``value_shape`` the shape of the per-example losses.
 
     Examples
     --------
@@ -335,18 +410,35 @@ class SoftmaxCrossEntropyCache:
     """
 
     probabilities: Array  # softmax of the logits, the logits' shape (..., K)
-    labels: Array | None  # (M,) integer labels, or None with probability targets
-    target: Array | None  # (M, K) probability targets, or None with integer labels
+    labels: Array | None  # (M,) integer labels (0 where ignored), or None with probability targets
+    target: Array | None  # (M, K) probability targets (times the class weights), or None with integer labels
+    coefficients: Array | None = None  # (M,) per-row factor of the gradient; None: the plain mean, 1/M each
+    reduction: str = "mean"
+    value_shape: tuple[int, ...] = ()  # the per-example losses' shape (the labels' shape, or the leading axes)
 
 
-def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, SoftmaxCrossEntropyCache]:
+def softmax_cross_entropy_forward(
+    logits: Array,
+    labels: Array,
+    weight: Array | None = None,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> tuple[float | Array, SoftmaxCrossEntropyCache]:
     """Softmax (eq. 15.7) and cross entropy fused: the mean over rows of -log softmax(x)_label.
 
-    logits: (..., K), e.g. (N, K) or (N, 1, 1, K); labels: integers of the leading shape (or (N,) for
-    (N, 1, 1, K)), or float probability targets of the logits' shape (the C-dimensional t of seed 000
-    §15.2; the loss is then -sum_k t_k log softmax(x)_k). Every row of the leading axes is one example.
-    Computed as log-sum-exp with the row maximum subtracted whenever exp could overflow, so logits of
-    +-1e4 stay finite.
+    logits: (..., K), e.g. (N, K), (N, 1, 1, K) or a spatial (N, H, W, K) (classes last, NHWC); labels:
+    integers of the leading shape (or (N,) for (N, 1, 1, K)), or float probability targets of the logits'
+    shape (the C-dimensional t of seed 000 §15.2; the loss is then -sum_k t_k log softmax(x)_k). Every row
+    of the leading axes is one example. Computed as log-sum-exp with the row maximum subtracted whenever
+    exp could overflow, so logits of +-1e4 stay finite.
+
+    Options (PyTorch's CrossEntropyLoss, ONNX's SoftmaxCrossEntropyLoss): ``weight`` (K,) scales each
+    example's loss by the weight of its label (with probability targets: -sum_k w_k t_k log p_k);
+    labels equal to ``ignore_index`` contribute nothing and may lie outside [0, K) (integer labels only);
+    ``reduction`` "mean" (default) divides the sum by the sum of the weights of the kept examples (their
+    count without weights; NaN when none is kept, as PyTorch; the number of rows with probability targets),
+    "sum" adds, "none" returns the per-example losses as an array of the labels' shape.
+    The value is a Python float for "mean" and "sum".
 
     Examples
     --------
@@ -360,12 +452,23 @@ def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, 
     >>> value, cache = softmax_cross_entropy_forward(np.array([[1e4, 0.0], [0.0, 1e4]]), np.array([0, 0]))
     >>> value  # (0 + 1e4) / 2
     5000.0
+
+    Weights and an ignored label: the weighted mean divides by the weights of the examples kept (2 + 1).
+
+    >>> x = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0]])
+    >>> value, cache = softmax_cross_entropy_forward(x, np.array([0, 1, -100]), weight=np.array([2.0, 1.0]), ignore_index=-100)
+    >>> round(value, 4)  # (2 log 2 + 1 log 2) / 3
+    0.6931
+    >>> softmax_cross_entropy_forward(x, np.array([0, 1, -100]), ignore_index=-100, reduction="none")[0].round(4)
+    array([0.6931, 0.6931, 0.    ])
     """
     x = as_float(logits)
     lab = xp.asarray(labels)
     if x.ndim < 1:
         raise ShapeError(f"softmax_cross_entropy: logits must have shape (..., K), got {tuple(x.shape)}")
     k = x.shape[-1]
+    w_class = _check_class_options(weight, ignore_index, reduction, k, x.dtype, "softmax_cross_entropy")
+    plain = w_class is None and ignore_index is None and reduction == "mean"
     soft = lab.dtype.kind == "f"
     if soft:
         if lab.shape != x.shape:
@@ -373,34 +476,60 @@ def softmax_cross_entropy_forward(logits: Array, labels: Array) -> tuple[float, 
                 f"softmax_cross_entropy: probability targets must have the logits' shape {tuple(x.shape)}; "
                 f"got {tuple(lab.shape)} (integer labels would have shape {tuple(x.shape[:-1])})"
             )
+        if ignore_index is not None:
+            raise ValueError("softmax_cross_entropy: ignore_index applies to integer labels, not to probability targets")
         rows = x.reshape(-1, k)  # (M, K)
         if rows.shape[0] == 0:
             raise ShapeError(f"softmax_cross_entropy: empty batch, logits shape {tuple(x.shape)}")
         target = lab.astype(x.dtype, copy=False).reshape(-1, k)  # (M, K)
+        if w_class is not None:
+            target = target * w_class  # w_k t_k: the weighted loss is the unweighted one of these targets
+        value_shape = tuple(x.shape[:-1])
     else:
-        rows, flat = _flat_labels(x, lab, "softmax_cross_entropy")
+        rows, flat = _flat_labels(x, lab, "softmax_cross_entropy", ignore_index)
+        value_shape = tuple(lab.shape)
     m = rows.shape[0]
     shift = row_shift(rows)
     s = rows if shift is None else rows - shift  # (M, K) logits, shifted when exp could overflow
-    # the loss needs s: sum_k t_k (log Z - s_k), or log Z - s_label for integer labels, Z = sum_k exp(s_k)
-    t_dot_s = float(xp.vdot(target.reshape(-1), s.reshape(-1))) if soft else float(s[xp.arange(m), flat].sum())
+    if plain:
+        # the loss needs s: sum_k t_k (log Z - s_k), or log Z - s_label for integer labels, Z = sum_k exp(s_k)
+        t_dot_s = float(xp.vdot(target.reshape(-1), s.reshape(-1))) if soft else float(s[xp.arange(m), flat].sum())
+    elif soft:
+        t_s = xp.einsum("ij,ij->i", target, s)  # (M,) sum_k t_k s_k
+    else:
+        coef, safe, keep, scale = _row_coefficients(flat, w_class, ignore_index, reduction, x.dtype)
+        s_label = s[xp.arange(m), safe]  # (M,)
     e = xp.exp(s) if shift is None else xp.exp(s, out=s)
     z = row_sum(e)  # (M, 1)
     log_z = xp.log(z[:, 0])  # (M,)
     e /= z  # probabilities
-    if soft:
-        value = (float(xp.vdot(target.sum(axis=1), log_z)) - t_dot_s) / m
-        cache = SoftmaxCrossEntropyCache(e.reshape(x.shape), None, target)
-    else:
+    if plain:
+        if soft:
+            value: float | Array = (float(xp.vdot(target.sum(axis=1), log_z)) - t_dot_s) / m
+            return value, SoftmaxCrossEntropyCache(e.reshape(x.shape), None, target)
         value = (float(log_z.sum()) - t_dot_s) / m
-        cache = SoftmaxCrossEntropyCache(e.reshape(x.shape), flat, None)
-    return value, cache
+        return value, SoftmaxCrossEntropyCache(e.reshape(x.shape), flat, None)
+    if soft:
+        per_row = target.sum(axis=1) * log_z - t_s  # (M,)
+        scale = 1.0 / m if reduction == "mean" else 1.0
+        coef = xp.full(m, scale, dtype=x.dtype)
+        value = _reduce(per_row, scale, reduction, value_shape)
+        return value, SoftmaxCrossEntropyCache(e.reshape(x.shape), None, target, coef, reduction, value_shape)
+    per_row = coef * (log_z - s_label)  # (M,), 0 where ignored
+    value = _reduce(per_row, scale, reduction, value_shape)
+    with _quiet():
+        coef = coef * scale  # NaN rows only when nothing is kept (a NaN mean, as in PyTorch)
+    coef = xp.where(keep, coef, 0).astype(x.dtype, copy=False)  # ignored rows get no gradient
+    return value, SoftmaxCrossEntropyCache(e.reshape(x.shape), safe, None, coef, reduction, value_shape)
 
 
-def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache) -> Array:
+def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache, dy: Array | float | None = None) -> Array:
     """(softmax(x) - onehot(label)) / M for the mean over M rows (with targets: (p sum_k t_k - t) / M).
 
-    Returns the logits' shape (..., K).
+    With class weights, ignore_index or another reduction, row i's gradient is c_i (p_i - onehot(label_i))
+    with c_i = w_i / (sum of the kept weights) ("mean") or w_i ("sum", "none"), 0 for ignored rows.
+    ``dy``: the gradient of what the forward returned, 1 by default: a number for "mean"/"sum", an array of
+    the per-example losses' shape for "none" (ones when omitted). Returns the logits' shape (..., K).
 
     Examples
     --------
@@ -409,20 +538,130 @@ def softmax_cross_entropy_backward(cache: SoftmaxCrossEntropyCache) -> Array:
     >>> value, cache = softmax_cross_entropy_forward(np.zeros((1, 4)), np.array([2]))
     >>> softmax_cross_entropy_backward(cache)  # softmax(x) - onehot(2)
     array([[ 0.25,  0.25, -0.75,  0.25]])
+    >>> value, cache = softmax_cross_entropy_forward(np.zeros((2, 2)), np.array([0, 1]), reduction="none")
+    >>> softmax_cross_entropy_backward(cache, np.array([1.0, 0.0]))  # only the first example's loss matters
+    array([[-0.5,  0.5],
+           [ 0. ,  0. ]])
     """
     p = cache.probabilities  # not modified: the loss layer exposes it
     k = p.shape[-1]
     m = p.size // k
+    up = _upstream(dy, cache.reduction, cache.value_shape, p.dtype, "softmax_cross_entropy")
+    if cache.coefficients is None:  # the plain mean
+        if cache.labels is not None:
+            g = p.reshape(m, k) * (1.0 / m)  # (M, K)
+            g[xp.arange(m), cache.labels] -= 1.0 / m
+        else:
+            t = cache.target
+            assert t is not None  # no labels: the forward pass kept the target distribution
+            g = p.reshape(m, k) * t.sum(axis=1, keepdims=True)
+            g -= t
+            g *= 1.0 / m
+        if dy is not None:
+            g *= up
+        return g.reshape(p.shape)
+    c = cache.coefficients * up  # (M,)
     if cache.labels is not None:
-        g = p.reshape(m, k) * (1.0 / m)  # (M, K)
-        g[xp.arange(m), cache.labels] -= 1.0 / m
+        g = p.reshape(m, k) * c[:, None]
+        g[xp.arange(m), cache.labels] -= c
     else:
         t = cache.target
-        assert t is not None  # no labels: the forward pass kept the target distribution
+        assert t is not None
         g = p.reshape(m, k) * t.sum(axis=1, keepdims=True)
         g -= t
-        g *= 1.0 / m
+        g *= c[:, None]
     return g.reshape(p.shape)
+
+
+@dataclass
+class NLLCache:
+    """What the negative log-likelihood's backward needs: each row's factor, its label and the shapes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import nll_loss_forward
+    >>> value, cache = nll_loss_forward(np.log(np.full((2, 4), 0.25)), np.array([0, 3]))
+    >>> cache.coefficients, cache.labels
+    (array([0.5, 0.5]), array([0, 3]))
+    """
+
+    coefficients: Array  # (M,) w_i / (sum of kept w) for "mean", w_i otherwise; 0 where ignored
+    labels: Array  # (M,) labels, 0 where ignored
+    shape: tuple[int, ...]  # the input's shape (..., K)
+    dtype: xp.dtype
+    reduction: str
+    value_shape: tuple[int, ...]  # the labels' shape
+
+
+def nll_loss_forward(
+    log_probabilities: Array,
+    labels: Array,
+    weight: Array | None = None,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> tuple[float | Array, NLLCache]:
+    """Negative log-likelihood: per example -w_label x_label, for log-probabilities x (e.g. a LogSoftmax's output).
+
+    log_probabilities: (..., K), classes last ((N, K) or spatial (N, H, W, K)); labels: integers of the
+    leading shape (or (N,) for (N, 1, 1, K)). PyTorch's NLLLoss and ONNX's NegativeLogLikelihoodLoss with
+    the classes moved last: ``weight`` (K,) per class, ``ignore_index`` (those examples add nothing and may
+    lie outside [0, K)), ``reduction`` "mean" (the sum divided by the sum of the kept examples' weights;
+    NaN when none is kept), "sum" or "none" (an array of the labels' shape). Nothing checks that x holds
+    log-probabilities. The value is a Python float for "mean" and "sum".
+
+    Examples
+    --------
+    ONNX's example 3 (weighted mean), classes moved last: -(0.1*3 + 0.3*2 + 0.2*0 + 0.1*2) / (0.1 + 0.3 + 0.2 + 0.1).
+
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import nll_loss_forward
+    >>> x = np.array([[[1.0, 2.0], [2.0, 2.0], [3.0, 2.0]], [[0.0, 1.0], [2.0, 2.0], [1.0, 2.0]]]).transpose(0, 2, 1)
+    >>> value, cache = nll_loss_forward(x, np.array([[2, 1], [0, 2]]), weight=np.array([0.2, 0.3, 0.1]))
+    >>> round(value, 4)
+    -1.5714
+    """
+    x = as_float(log_probabilities)
+    if x.ndim < 1:
+        raise ShapeError(f"nll_loss: input must have shape (..., K), got {tuple(x.shape)}")
+    lab = xp.asarray(labels)
+    w_class = _check_class_options(weight, ignore_index, reduction, x.shape[-1], x.dtype, "nll_loss")
+    rows, flat = _flat_labels(x, lab, "nll_loss", ignore_index)
+    coef, safe, keep, scale = _row_coefficients(flat, w_class, ignore_index, reduction, x.dtype)
+    m = rows.shape[0]
+    per_row = -coef * rows[xp.arange(m), safe]  # (M,), 0 where ignored
+    value = _reduce(per_row, scale, reduction, tuple(lab.shape))
+    with _quiet():
+        coef = coef * scale
+    coef = xp.where(keep, coef, 0).astype(x.dtype, copy=False)
+    return value, NLLCache(coef, safe, tuple(x.shape), x.dtype, reduction, tuple(lab.shape))
+
+
+def nll_loss_backward(cache: NLLCache, dy: Array | float | None = None) -> Array:
+    """dx: -c_i at each row's label, 0 elsewhere (c_i as in :class:`NLLCache`); ``dy`` as for
+    :func:`softmax_cross_entropy_backward`. Returns the input's shape (..., K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.ops.loss import nll_loss_backward, nll_loss_forward
+    >>> value, cache = nll_loss_forward(np.zeros((2, 3)), np.array([2, 0]), reduction="sum")
+    >>> nll_loss_backward(cache)
+    array([[ 0.,  0., -1.],
+           [-1.,  0.,  0.]])
+    """
+    k = cache.shape[-1]
+    m = len(cache.labels)
+    up = _upstream(dy, cache.reduction, cache.value_shape, cache.dtype, "nll_loss")
+    g = xp.zeros((m, k), dtype=cache.dtype)
+    g[xp.arange(m), cache.labels] = -(cache.coefficients * up)
+    return g.reshape(cache.shape)
+
+
+def _quiet() -> contextlib.AbstractContextManager:
+    """Silence NumPy's warnings where NaN is the intended result (a mean over no kept example)."""
+    errstate = getattr(xp, "errstate", None)
+    return errstate(invalid="ignore") if errstate is not None else contextlib.nullcontext()
 
 
 @dataclass

@@ -10,7 +10,8 @@ Training (batch statistics; biased variance to normalise, as the paper and PyTor
 
 and the running statistics are updated in place with PyTorch's rule
 ``running = (1 - momentum)*running + momentum*batch``, where the batch variance put into
-``running_var`` is the *unbiased* one, var * M / (M - 1).
+``running_var`` is the *unbiased* one, var * M / (M - 1) (``running_var_unbiased=False``: the biased
+var itself, as ONNX's BatchNormalization in training mode does; ONNX's ``momentum`` m is 1 - momentum here).
 
 Evaluation: the same affine map with the running statistics in place of mu and var.
 
@@ -120,13 +121,15 @@ def batch_norm_forward(
     train: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    running_var_unbiased: bool = True,
 ) -> tuple[Array, BatchNormCache]:
     """Batch normalisation over every axis but the last (channels).
 
     x: (N, ..., C), e.g. (N, H, W, C) or (N, C); gamma, beta, running_mean, running_var: (C,) or None.
     With ``train=True`` (or when there are no running statistics) the batch statistics are used and,
-    if given, ``running_mean``/``running_var`` are updated *in place* (momentum rule above, unbiased
-    variance). With ``train=False`` the running statistics are used. Returns y with x's shape and the
+    if given, ``running_mean``/``running_var`` are updated *in place* (momentum rule above, with the
+    unbiased batch variance, PyTorch's choice, or with ``running_var_unbiased=False`` the biased one that
+    normalised the batch, ONNX's). With ``train=False`` the running statistics are used. Returns y with x's shape and the
     cache for :func:`batch_norm_backward`. The computation runs in gamma's dtype (else the running
     statistics', else x's).
 
@@ -144,6 +147,13 @@ def batch_norm_forward(
            [ 1.,  1.]])
     >>> np.round(mean, 3), np.round(var, 3)
     (array([0.2, 2. ]), array([ 1.1, 20.9]))
+
+    ONNX's rule puts the biased batch variance (1 and 100) into the running variance:
+
+    >>> var = np.ones(2)
+    >>> _ = batch_norm_forward(x, None, None, np.zeros(2), var, train=True, running_var_unbiased=False)
+    >>> np.round(var, 3)
+    array([ 1. , 10.9])
     """
     if x.ndim < 2:
         raise ShapeError(
@@ -177,7 +187,8 @@ def batch_norm_forward(
             running_mean *= 1.0 - momentum
             running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
             running_var *= 1.0 - momentum
-            running_var += (momentum * var * (m / (m - 1))).astype(running_var.dtype, copy=False)
+            batch_var = var * (m / (m - 1)) if running_var_unbiased else var
+            running_var += (momentum * batch_var).astype(running_var.dtype, copy=False)
         scale = inv_std if gamma is None else gamma * inv_std
         y *= _tile(scale, r)
         if beta is not None:
