@@ -1,6 +1,11 @@
 """Where the time of one cnnkit training step goes, layer by layer (forward, backward) plus loss and SGD.
 
-    python scripts/profile_step.py [--model base] [--batch 100] [--shape 28x28x1] [--steps 50]
+    python scripts/profile_step.py [--model base | --spec NETWORK] [--batch 100] [--shape 28x28x1] [--steps 50]
+                                   [--threads N]
+
+``--spec`` takes a network string (e.g. the VGG-style stack of ``cnnkit bench``); ``--threads`` pins NumPy's
+BLAS (and so the compiled kernels) to N threads. The convolution algorithms are the planner's (set
+``CNNKIT_CONV_ALGO=im2row`` for the reference); the planning happens in the warm-up steps.
 
 Medians over ``--steps`` steps, after warm-up; the layers are timed one by one inside a real step, so the
 sum is the step's time up to the timer's overhead.
@@ -26,9 +31,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--shape", default="28x28x1")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--spec", default=None, help="a network string instead of --model")
+    ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
+    if a.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(a.threads)
     shape = tuple(int(v) for v in a.shape.split("x"))
-    spec = resolve(a.model).spec
+    spec = a.spec or resolve(a.model).spec
     rng = np.random.default_rng(0)
     net = build(spec, shape, rng, BuildOptions(init="he"))
     x = rng.standard_normal((a.batch, *shape), dtype=np.float32)
@@ -58,11 +69,15 @@ def main() -> None:
         t["sgd"].append(time.perf_counter() - s)
         t["step"].append(time.perf_counter() - t0)
     total = statistics.median(t["step"][5:])
-    print(f"{a.model} batch {a.batch}: {total * 1e3:.2f} ms/step, {a.batch / total:,.0f} images/s")
+    print(f"{a.spec or a.model} batch {a.batch}: {total * 1e3:.2f} ms/step, {a.batch / total:,.0f} images/s")
     for k, v in t.items():
         if k != "step":
             m = statistics.median(v[5:])
-            print(f"  {k:28s} {m * 1e3:7.3f} ms  {100 * m / total:5.1f}%")
+            algo = ""
+            layer = layers[int(k.split(":")[0])] if ":" in k else None
+            if layer is not None and getattr(layer, "_cache", None) is not None and hasattr(layer._cache, "algo"):
+                algo = f"  [{layer._cache.algo}]"
+            print(f"  {k:28s} {m * 1e3:7.3f} ms  {100 * m / total:5.1f}%{algo}")
 
 
 if __name__ == "__main__":

@@ -62,16 +62,20 @@ def test_strided_or_padded_1x1_is_not_a_reshape() -> None:
 
 
 def test_layer_evaluation_forward_runs_in_cache_sized_chunks(rng: np.random.Generator) -> None:
-    """Conv2d's train=False forward chunks phi(x) at EVAL_CHUNK_BYTES and agrees with the training forward."""
+    """Conv2d's train=False forward chunks phi(x) at EVAL_CHUNK_BYTES and agrees with the training forward;
+    training keeps phi(x) only while it is at most KEEP_ROWS_BYTES, else x (phi(x) rebuilt in backward)."""
     from cnnkit.nn import Conv2d
-    from cnnkit.ops.conv import EVAL_CHUNK_BYTES
+    from cnnkit.ops.conv import EVAL_CHUNK_BYTES, KEEP_ROWS_BYTES
 
-    layer = Conv2d(8, 4, 3, padding=1, rng=rng)
+    layer = Conv2d(8, 4, 3, padding=1, rng=rng, algo="im2row")
     per_image = 20 * 20 * 9 * 8 * 4  # phi(x) bytes of one 20x20x8 float32 image
     n = EVAL_CHUNK_BYTES // per_image + 3  # just over one chunk
     x = rng.standard_normal((n, 20, 20, 8)).astype(np.float32)
     y_eval = layer.forward(x, train=False, grad=True)  # keep the cache to look at it
     assert layer._cache.rows is None and layer._cache.chunk == EVAL_CHUNK_BYTES // per_image
     y_train = layer.forward(x, train=True)
-    assert layer._cache.rows is not None
+    assert n * per_image > KEEP_ROWS_BYTES and layer._cache.rows is None and layer._cache.x is x
     np.testing.assert_allclose(y_eval, y_train, rtol=1e-5, atol=1e-5)
+    small = x[: KEEP_ROWS_BYTES // per_image]
+    layer.forward(small, train=True)
+    assert layer._cache.rows is not None and layer._cache.x is None

@@ -64,15 +64,75 @@ def _positive_int(v: Any) -> bool:
 # -- whole networks: one report row each -------------------------------------------------------
 
 NETWORKS: tuple[Network, ...] = (
-    Network("BASE training step, batch 100", base_spec(), (28, 28, 1), 100, True),
+    Network("BASE training, batch 100", base_spec(), (28, 28, 1), 100, True),
     Network("BASE inference, batch 100", base_spec(), (28, 28, 1), 100, False),
-    Network("SK-2 training step, batch 100", sk_spec(2.0), (28, 28, 1), 100, True),
+    Network("BASE inference latency, batch 1", base_spec(), (28, 28, 1), 1, False),
+    Network("SK-2 training, batch 100", sk_spec(2.0), (28, 28, 1), 100, True),
     Network("VGG-style 3x3 stack 32x32x3 training, batch 64", VGG_STACK, (32, 32, 3), 64, True),
+    Network("VGG-style 3x3 stack 32x32x3 inference, batch 64", VGG_STACK, (32, 32, 3), 64, False),
 )
+
+
+def unit_of(network: Network) -> str:
+    """A row's unit: milliseconds per call for single-image inference (latency), else images per second.
+
+    >>> [unit_of(n) for n in NETWORKS[1:3]]
+    ['img/s', 'ms']
+    """
+    return "ms" if network.batch == 1 and not network.train else "img/s"
+
 
 # -- (--memory) one VGG-16 training step at 224x224x3, each engine in a fresh process ----------------
 
-MEMORY_NETWORK = Network("VGG-16 224x224x3 batch 8 training step", VGG16_SPEC, (224, 224, 3), 8, True)
+MEMORY_NETWORK = Network("VGG-16 224x224x3 training, batch 8", VGG16_SPEC, (224, 224, 3), 8, True)
+
+# -- exercise 15.6, whole (not run by bench: ``cnnkit bench --ex156 DIR`` reads a finished run) -------------
+
+EX156_ROW = "exercise 15.6, all parts: wall time"
+
+# -- the targets of the speed work: ratios from one run, at every thread count ------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for one row: its ratio against ``peer`` ("torch": PyTorch's best layout, "ort": onnxruntime;
+    "": the row's own cnnkit value, in ``unit``) at least (``at_least``) or at most ``bound``."""
+
+    row: str
+    peer: str
+    bound: float
+    at_least: bool = True
+    unit: str = ""
+
+    def describe(self) -> str:
+        """The target in words.
+
+        >>> Target("BASE training, batch 100", "torch", 1.5).describe()
+        'BASE training, batch 100: >= 1.5x PyTorch'
+        """
+        what = {"torch": "x PyTorch", "ort": "x onnxruntime"}.get(self.peer, f" {self.unit}")
+        return f"{self.row}: {'>=' if self.at_least else '<='} {self.bound:.1f}{what}"
+
+    def met(self, value: float | None) -> bool | None:
+        """Whether ``value`` meets the target (None: not measured)."""
+        if value is None or value != value:
+            return None
+        return value >= self.bound if self.at_least else value <= self.bound
+
+
+MEMORY_ROW = f"{MEMORY_NETWORK.name}, peak RSS"
+
+TARGETS: tuple[Target, ...] = (
+    Target(NETWORKS[0].name, "torch", 1.5),
+    Target(NETWORKS[1].name, "torch", 1.5),
+    Target(NETWORKS[1].name, "ort", 1.0),
+    Target(NETWORKS[2].name, "ort", 1.0),
+    Target(NETWORKS[4].name, "torch", 1.5),
+    Target(NETWORKS[3].name, "torch", 1.5),
+    Target(MEMORY_ROW, "torch", 1.2, at_least=False),
+    Target(EX156_ROW, "", 15.0, at_least=False, unit="min"),
+)
+"""The issue's targets; a row's ratio is cnnkit's speed over the peer's (for memory: cnnkit's peak over the peer's)."""
 
 # -- every convolution of these networks alone: forward and backward rows ---------------------------
 

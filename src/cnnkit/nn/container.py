@@ -14,13 +14,52 @@ layers holding the same weights would get summed.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
+from cnnkit.nn.activation import ReLU as _ReLU
 from cnnkit.nn.base import Layer, LayerInfo, Trace, TraceRow
+from cnnkit.nn.pool import MaxPool2d as _MaxPool2d
+from cnnkit.ops.activation import LazyReLUCache, ReLUCache
+from cnnkit.ops.pool import MaxPoolCache
+
+_FUSABLE: dict[type, str] = {_MaxPool2d: "pool", _ReLU: "relu"}
+"""The exact classes Sequential fuses (subclasses may change forward, so they are never fused)."""
+
+
+class Fused:
+    """The cache-list entry of a ReLU that ran inside the neighbouring max pooling's kernel: the pooling's
+    backward differentiates both, so the ReLU's is skipped. ``cache`` is the ReLU's own cache, used instead
+    when either layer's ``backward`` is patched on the object (cnnkit.inspect injecting a gradient there):
+    the two backwards then run one by one, as without fusion.
+
+    Examples
+    --------
+    >>> from cnnkit.nn import MaxPool2d, ReLU
+    >>> from cnnkit.nn.container import Fused
+    >>> pool, relu = MaxPool2d(2), ReLU()
+    >>> entry = Fused(None, pool, relu)
+    >>> entry.split()  # the pooling's backward differentiates both layers
+    False
+    >>> relu.backward = lambda dy: dy  # a gradient injected on the object, as cnnkit.inspect does
+    >>> entry.split(), entry
+    (True, Fused(None))
+    """
+
+    __slots__ = ("cache", "pool", "relu")
+
+    def __init__(self, cache: Any, pool: Layer, relu: Layer) -> None:
+        self.cache, self.pool, self.relu = cache, pool, relu
+
+    def split(self) -> bool:
+        """True when the two layers must be differentiated one by one (a backward patched on either)."""
+        return "backward" in vars(self.pool) or "backward" in vars(self.relu)
+
+    def __repr__(self) -> str:
+        return f"Fused({self.cache!r})"
 
 
 class _Gathered:
@@ -78,25 +117,41 @@ class Container(Layer):
         self._children: dict[str, Layer] = {}
 
     # -- structure ------------------------------------------------------------------------------
-    def _add(self, name: str, layer: Layer) -> None:
+    def _add(self, name: str, layer: Layer, mark: bool = True) -> None:
+        """Add a child; ``mark=False`` leaves :meth:`_mark_shared` to the caller (once, after adding many)."""
         if not isinstance(layer, Layer):
             raise TypeError(f"{type(self).__name__}: item {name} is {type(layer).__name__}, expected a Layer")
         self._children[name] = layer
-        self._mark_shared()
+        if mark:
+            self._mark_shared()
 
     def _mark_shared(self) -> None:
-        """Flag every leaf reached more than once below this container (see the module docstring)."""
-        counts = Counter(id(leaf) for leaf in self._leaves_with_repeats())
-        for leaf in self._leaves_with_repeats():
-            if counts[id(leaf)] > 1:
-                leaf.shared = True
+        """Flag every leaf reached more than once below this container (see the module docstring).
 
-    def _leaves_with_repeats(self) -> Iterator[Layer]:
-        for child in self._children.values():
-            if isinstance(child, Container):
-                yield from child._leaves_with_repeats()
+        A layer met a second time is reached by several paths, and so is everything below it. Each layer is
+        visited once (twice at most when shared), so the cost is the network's size, never its number of paths:
+        containers used inside each other many times over (a file's references) cannot make it explode."""
+        seen: set[int] = set()
+        again: list[Layer] = []
+        stack = list(self._children.values())
+        while stack:
+            layer = stack.pop()
+            if id(layer) in seen:
+                again.append(layer)
             else:
-                yield child
+                seen.add(id(layer))
+                if isinstance(layer, Container):
+                    stack.extend(layer._children.values())
+        marked: set[int] = set()
+        while again:
+            layer = again.pop()
+            if id(layer) in marked:
+                continue
+            marked.add(id(layer))
+            if isinstance(layer, Container):
+                again.extend(layer._children.values())
+            else:
+                layer.shared = True
 
     def wiring(self) -> dict[str, Any] | None:
         """What the architecture data needs besides the children (a graph's connections); None for the rest."""
@@ -261,7 +316,8 @@ class Sequential(Container):
         super().__init__()
         items: Sequence[Any] = layers[0] if len(layers) == 1 and isinstance(layers[0], (list, tuple)) else layers
         for i, layer in enumerate(items):
-            self._add(str(i), layer)
+            self._add(str(i), layer, mark=False)
+        self._mark_shared()  # once: marking after every child would cost the square of their number
 
     @property
     def layers(self) -> list[Layer]:
@@ -280,11 +336,75 @@ class Sequential(Container):
         self._add(str(len(self._children)), layer)
         return self
 
+    #: run a MaxPool2d and a ReLU next to each other as one kernel (see :meth:`_forward_fused`); False: never
+    fuse: bool = True
+
+    def _add(self, name: str, layer: Layer, mark: bool = True) -> None:
+        super()._add(name, layer, mark)
+        self._plan: tuple[list[str], frozenset[int]] | None = None  # recomputed on the next forward
+
+    def _fusion_plan(self) -> tuple[list[str], frozenset[int]]:
+        """(child names, positions i where children i and i + 1 are a MaxPool2d and a ReLU in either order)."""
+        plan = getattr(self, "_plan", None)
+        if plan is None or len(plan[0]) != len(self._children):
+            names = list(self._children)
+            kinds = [_FUSABLE.get(type(c)) for c in self._children.values()]
+            pairs = frozenset(i for i in range(len(names) - 1) if kinds[i] and kinds[i + 1] and kinds[i] != kinds[i + 1])
+            plan = self._plan = (names, pairs)
+        return plan
+
     def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         caches: list[Any] = []
-        for name in self._children:
-            x = self._forward_child(name, x, train, keep, caches)
+        names, pairs = self._fusion_plan()
+        if not pairs or not self.fuse:
+            for name in names:
+                x = self._forward_child(name, x, train, keep, caches)
+            return x, caches
+        i, n = 0, len(names)
+        while i < n:
+            if i in pairs:
+                y = self._forward_fused(names[i], names[i + 1], i == 0, x, keep, caches)
+                if y is not None:
+                    x = y
+                    i += 2
+                    continue
+            x = self._forward_child(names[i], x, train, keep, caches)
+            i += 1
         return x, caches
+
+    def _forward_fused(self, first: str, second: str, at_input: bool, x: Array, keep: bool, caches: list[Any]) -> Array | None:
+        """Run a max pooling and a ReLU next to each other (either order) as one compiled kernel, or return None.
+
+        Pooling commutes with ReLU, and the fused kernel gives the bits of the two layers run one after the
+        other, forward and backward. Each layer is left as if it had run (its cache, for a backward or the
+        pooling's ``switches``); this container's cache list marks the ReLU's entry :class:`Fused`, so that its
+        backward is skipped (the pooling's applies it). Not fused: a shared or mirrored layer, a subclass, a
+        layer whose ``forward`` is watched (patched on the object, as cnnkit.inspect does to read intermediate
+        outputs), a ReLU before a padded window, an in-place ReLU that would overwrite this container's input,
+        or input the compiled kernels do not take.
+        """
+        a, b = self._children[first], self._children[second]
+        if type(a) is _MaxPool2d and type(b) is _ReLU:
+            pool, relu, before = a, b, False
+        elif type(a) is _ReLU and type(b) is _MaxPool2d:
+            relu, pool, before = a, b, True
+        else:
+            return None
+        watched = "forward" in vars(relu) or "forward" in vars(pool) or "_forward" in vars(relu) or "_forward" in vars(pool)
+        if (relu.shared or watched or (before and relu.inplace and at_input)
+                or not isinstance(x, xp.ndarray) or not pool.can_fuse_relu(x, before)):
+            return None
+        pool_name = second if before else first
+        try:
+            y, cache = pool._pool(x, keep, 2 if before else 1)
+        except ShapeError as exc:
+            raise exc.within(pool_name, type(pool).__name__) from None
+        pool._cache, pool._kept = cache, keep
+        relu._cache = ((LazyReLUCache(x) if before else ReLUCache(y)) if keep else None)
+        relu._kept = keep
+        entry = Fused(relu._cache, pool, relu) if keep else None
+        caches += [entry, cache] if before else [cache, entry]
+        return y
 
     def trace(self, t: Trace, prefix: str, rows: list[TraceRow]) -> Trace:
         for name in self._children:
@@ -293,8 +413,18 @@ class Sequential(Container):
 
     def _backward(self, dy: Array, done: set[int]) -> Array | None:
         caches = self._saved()
+        layers = self.layers
         dx: Array | None = dy
-        for layer, cache in zip(reversed(self.layers), reversed(caches)):
+        for i in range(len(layers) - 1, -1, -1):
+            layer, cache = layers[i], caches[i]
+            if type(cache) is Fused:  # a ReLU run inside the neighbouring pooling's kernel, which differentiates both
+                if not cache.split():
+                    continue
+                cache = cache.cache
+            elif type(cache) is MaxPoolCache and cache.relu:  # that pooling: its ReLU's entry is next to it
+                partner = caches[i + 1] if cache.relu == 1 else caches[i - 1]
+                if type(partner) is Fused and partner.split():
+                    cache = replace(cache, relu=0)
             dx = self._backward_child(layer, cache, dy, done)
             if dx is None:  # a first layer that skips dX
                 break
@@ -396,7 +526,8 @@ class Concat(Container):
         if not items:
             raise ValueError("Concat needs at least one branch")
         for i, b in enumerate(items):
-            self._add(str(i), b)
+            self._add(str(i), b, mark=False)
+        self._mark_shared()
 
     def _forward(self, x: Array, train: bool, keep: bool) -> tuple[Array, Any]:
         caches: list[Any] = []

@@ -1,12 +1,15 @@
 """Reusable scratch memory for the large temporaries of a layer (im2row's phi(x), dY F^T).
 
 Reusing the memory avoids the page faults that a fresh 10-150 MB array costs on every step (docs/perf-notes.md).
-A layer owns one :class:`Workspace` per use (training forward, evaluation forward, backward) and passes
-it to the ops; the ops fall back to fresh arrays when given none.
+Two kinds. Memory that outlives a call (phi(x) kept for the backward pass) is a layer's own
+:class:`Workspace`, passed to the op. Temporaries that die with the call (phi(x) of one chunk, dY F^T,
+Winograd's transformed tiles) come from :func:`transient`, one workspace per thread shared by every layer,
+so that the memory they take is the largest one layer needs, not the sum over layers (docs/perf-notes.md).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from cnnkit.backend import Array, xp
@@ -61,3 +64,21 @@ def scratch(ws: Workspace | None, name: str, shape: tuple[int, ...], dtype: Any)
     True
     """
     return ws.get(name, shape, dtype) if ws is not None else xp.empty(shape, dtype=dtype)
+
+
+_local = threading.local()
+
+
+def transient() -> Workspace:
+    """This thread's workspace for temporaries that do not outlive one op call (shared by all layers).
+
+    Examples
+    --------
+    >>> from cnnkit.ops.workspace import transient
+    >>> transient() is transient()
+    True
+    """
+    ws = getattr(_local, "ws", None)
+    if ws is None:
+        ws = _local.ws = Workspace()
+    return ws

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cnnkit import jit
 from cnnkit.backend import Array, xp
 from cnnkit.optim.base import Optimizer, _check_real
 
@@ -63,10 +64,13 @@ class Adam(Optimizer):
         self.eps = _check_real(eps, "eps")
         self.weight_decay = _check_real(weight_decay, "weight_decay")
         self.amsgrad = bool(amsgrad)
+        self.use_jit = True  # the compiled single-pass update when numba is there (identical results)
 
     def _update(self, p: Array, g: Array, st: dict[str, Any], decay: bool) -> None:
         beta1, beta2 = self.betas
         t = st["step"] = int(st.get("step", 0)) + 1
+        if self.use_jit and self._fused(p, g, st, decay, t):
+            return
         s0, s1 = self._scratch(p, 0), self._scratch(p, 1)
         d = self._decayed(p, g, self.weight_decay if decay else 0.0, s0)
         m = self._buffer(st, "exp_avg", p)
@@ -88,6 +92,27 @@ class Adam(Optimizer):
         xp.multiply(m, step_size, out=s0)  # d is no longer needed
         s0 /= denom
         p -= s0
+
+    def _fused(self, p: Array, g: Array, st: dict[str, Any], decay: bool, t: int) -> bool:
+        """The whole update in one compiled pass over the arrays instead of the NumPy path's dozen; the same
+        operations on the same dtype, so the same bits (tests/optim/test_sgd_fused.py). False when it does not apply."""
+        if not (jit.usable(p, g) and g.dtype == p.dtype and p.flags.c_contiguous and g.flags.c_contiguous):
+            return False
+        m = self._buffer(st, "exp_avg", p)
+        v = self._buffer(st, "exp_avg_sq", p)
+        vmax = self._buffer(st, "max_exp_avg_sq", p) if self.amsgrad else v
+        if not (m.flags.c_contiguous and v.flags.c_contiguous and vmax.flags.c_contiguous):
+            return False
+        beta1, beta2 = self.betas
+        w = 1.0 - beta1  # the NumPy path's _lerp_ weight, and its factor for |w| >= 0.5
+        small = abs(w) < 0.5
+        wd = self.weight_decay if decay else 0.0
+        f = p.dtype.type
+        assert jit.adam_ is not None  # usable(): numba is there, so is the kernel
+        jit.adam_(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), vmax.reshape(-1), f(wd), f(w if small else 1.0 - w),
+                  f(beta2), f(1.0 - beta2), f(self.lr / (1.0 - beta1**t)), f(math.sqrt(1.0 - beta2**t)), f(self.eps),
+                  wd != 0.0, small, self.amsgrad)
+        return True
 
     def extra_repr(self) -> str:
         return (

@@ -1,13 +1,15 @@
-"""The engines ``cnnkit bench`` times, by name. A new framework is one :class:`Engine` subclass in its own
-module and one entry in :data:`ENGINES`."""
+"""The engines ``cnnkit bench`` times, by name: cnnkit, PyTorch (NCHW and ``channels_last``) and onnxruntime
+(inference only). A new framework is one :class:`Engine` subclass in its own module and one entry in
+:data:`ENGINES`."""
 
 from __future__ import annotations
 
 from cnnkit.bench.engines.base import ConvCalls, Engine
 from cnnkit.bench.engines.cnnkit_engine import CnnkitEngine, cnnkit_conv_calls, cnnkit_step
+from cnnkit.bench.engines.onnxruntime_engine import OrtEngine, have_onnxruntime, ort_inference, ort_session
 from cnnkit.bench.engines.torch_engine import TorchEngine, have_torch, torch_conv_calls, torch_model, torch_step
 
-ENGINES: dict[str, Engine] = {e.name: e for e in (CnnkitEngine(), TorchEngine())}
+ENGINES: dict[str, Engine] = {e.name: e for e in (CnnkitEngine(), TorchEngine(), OrtEngine())}
 
 
 def get_engine(name: str) -> Engine:
@@ -28,12 +30,16 @@ __all__ = [
     "CnnkitEngine",
     "ConvCalls",
     "Engine",
+    "OrtEngine",
     "TorchEngine",
     "cnnkit_conv_calls",
     "cnnkit_step",
     "get_engine",
+    "have_onnxruntime",
     "have_torch",
     "installed_engines",
+    "ort_inference",
+    "ort_session",
     "torch_conv_calls",
     "torch_model",
     "torch_step",

@@ -3,7 +3,8 @@
 An engine builds callables (a training step, an inference call, one convolution's forward and
 forward-plus-backward) from the workloads' data; it never times them itself, so the same engine serves the
 in-process runner and a child process (:mod:`cnnkit.bench.child`). An engine may run in several memory
-layouts (PyTorch: NCHW and ``channels_last``); each layout is its own column of the report.
+layouts (PyTorch: NCHW and ``channels_last``); each layout is its own column of the report. An engine that
+only runs inference (onnxruntime) says so with ``trains = False``: it has no column in training rows.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from cnnkit.bench.workloads import ConvLayer, Network
 
 class ConvCalls(NamedTuple):
     """One convolution alone: its forward, and its forward followed by its backward (dW, db and, unless it is
-    the network's first layer, dX). Backward time is the second's time less the first's."""
+    the network's first layer, dX). Backward time is the second's time less the first's. An inference-only
+    engine has no ``forward_backward`` (None)."""
 
     forward: Callable[[], Any]
-    forward_backward: Callable[[], Any]
+    forward_backward: Callable[[], Any] | None
 
 
 class Engine(ABC):
@@ -28,6 +30,7 @@ class Engine(ABC):
 
     name: ClassVar[str]
     layouts: ClassVar[tuple[str, ...]]
+    trains: ClassVar[bool] = True
 
     def available(self) -> bool:
         """Whether the framework is installed."""
@@ -50,6 +53,8 @@ class Engine(ABC):
     def step(self, network: Network, layout: str) -> Callable[[], None]:
         """A training step or an inference call, as ``network.train`` says."""
         self.check_layout(layout)
+        if network.train and not self.trains:
+            raise ValueError(f"engine {self.name!r} runs inference only; {network.name!r} is a training step")
         return self.train_step(network, layout) if network.train else self.inference(network, layout)
 
     @abstractmethod

@@ -58,10 +58,35 @@ def cnnkit_conv_calls(layer: ConvLayer) -> ConvCalls:
 
 
 class CnnkitEngine(Engine):
-    """cnnkit itself, in its one layout (NHWC); its BLAS threads are NumPy's, pinned by the harness."""
+    """cnnkit itself, in its one layout (NHWC); its BLAS threads are NumPy's, pinned by the harness, and its
+    compiled kernels' are numba's."""
 
     name: ClassVar[str] = "cnnkit"
     layouts: ClassVar[tuple[str, ...]] = ("nhwc",)
+
+    def set_threads(self, threads: int) -> None:
+        """numba's pool (cnnkit's compiled kernels), where numba is installed; BLAS is pinned by the harness."""
+        import importlib.util
+
+        if importlib.util.find_spec("numba") is None:
+            return
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", threads)))))
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return {"numba": version("numba")}
+        except PackageNotFoundError:
+            return {}
+
+    def load(self) -> None:
+        import importlib
+
+        for module in ("cnnkit.models", "cnnkit.nn", "cnnkit.ops.conv", "cnnkit.optim"):
+            importlib.import_module(module)
 
     def train_step(self, network: Network, layout: str) -> Callable[[], None]:
         return cnnkit_step(network.spec, network.input_shape, network.batch, True)

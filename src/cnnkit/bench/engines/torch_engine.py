@@ -3,7 +3,9 @@ token table's PyTorch entries), training and inference steps, and one convolutio
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -14,11 +16,8 @@ from cnnkit.bench.workloads import ConvLayer, Network, Shape
 
 
 def have_torch() -> bool:
-    try:
-        importlib.import_module("torch")
-    except ImportError:
-        return False
-    return True
+    """Whether PyTorch is installed (found, not imported: the parent of ``cnnkit bench`` never loads it)."""
+    return importlib.util.find_spec("torch") is not None
 
 
 def torch_model(spec: str, input_shape: Shape) -> Any:
@@ -110,14 +109,16 @@ class TorchEngine(Engine):
         importlib.import_module("torch")
 
     def versions(self) -> dict[str, str]:
-        import torch
+        from importlib.metadata import version
 
-        return {"torch": torch.__version__}
+        return {"torch": version("torch")}
 
     def set_threads(self, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+        with contextlib.suppress(RuntimeError):  # already set, or parallel work already started in this process
+            torch.set_num_interop_threads(1)  # one operator at a time, as the other engines
 
     def train_step(self, network: Network, layout: str) -> Callable[[], None]:
         return torch_step(network.spec, network.input_shape, network.batch, True, layout == "channels_last")
