@@ -9,14 +9,18 @@ Networks (all convolutions stride 1, no padding; the 28x28 input shrinks to 1x1 
 * ``base``: conv 5x5x1x20, maxpool 2x2/2, conv 5x5x20x50, maxpool 2x2/2, conv 4x4x50x500, ReLU,
   conv 1x1x500x10, softmax loss (no ReLU after the first two convolutions, as in cnn_mnist);
 * ``bn``: ``base`` with batch normalisation after each of the first three convolutions (which then have
-  no bias); BN scale 1, shift 0 at start, running = 0.95*running + 0.05*batch, eps 1e-5;
+  no bias); BN scale 1, shift 0 at start, running = 0.95*running + 0.05*batch, eps ``--bn-eps`` (default
+  1e-4, vl_nnbnorm's; cnnkit's zoo default for other networks and PyTorch's is 1e-5);
 * ``sk-S`` (S a width factor, e.g. ``sk-1`` or ``sk-0.5``): conv 3x3x1x(20S)+BN+ReLU,
   conv 3x3x(20S)x(20S)+BN+ReLU, maxpool, conv 5x5x(20S)x(50S)+BN, maxpool, conv 4x4x(50S)x(500S)+BN+ReLU,
-  conv 1x1x(500S)x10; each width is round(c*S), at least 1.
+  conv 1x1x(500S)x10; each width is round(c*S), at least 1;
+* any of these with ``-sigmoid`` (e.g. ``sk-0.2-sigmoid``, exercise 15.6(j)): every ReLU replaced by a sigmoid.
 
 Training: every conv weight 0.01*N(0,1), biases 0; SGD with constant lr 0.001, momentum 0.9, weight decay
 5e-4 on conv weights and biases (not on BN scale/shift); batch 100; mean cross-entropy over the batch.
-MatConvNet's update ``m = 0.9 m - wd*w - g; w += lr*m`` equals PyTorch's SGD for a constant lr.
+MatConvNet's update ``m = 0.9 m - wd*w - g; w += lr*m`` equals PyTorch's SGD for a constant lr. The momentum
+is zeroed at the start of every epoch, as MatConvNet 1.0-beta20's ``cnn_train`` does (``process_epoch``);
+``--keep-momentum`` keeps it across epochs instead (cnnkit's behaviour with ``momentum_reset=False``).
 
 Data: the canonical MNIST IDX ``.gz`` files; raw 0..255 pixels as float32 minus the 28x28 mean image of all
 60,000 training images; the first ``--train-limit`` training images, reshuffled every epoch by a seeded
@@ -124,48 +128,54 @@ def prepare_data(
 # --------------------------------------------------------------------------------------------- models
 
 
-def _bn(c: int) -> nn.BatchNorm2d:
+MATCONVNET_BN_EPS = 1e-4  # vl_nnbnorm's default epsilon
+
+
+def _bn(c: int, eps: float = MATCONVNET_BN_EPS) -> nn.BatchNorm2d:
     # PyTorch's momentum is the weight of the new batch statistic: running = 0.95*running + 0.05*batch.
-    return nn.BatchNorm2d(c, eps=1e-5, momentum=0.05)
+    return nn.BatchNorm2d(c, eps=eps, momentum=0.05)
 
 
 def _width(c: int, s: float) -> int:
     return max(1, round(c * s))
 
 
-def build_model(name: str) -> nn.Sequential:
-    """The network called ``name`` (``base``, ``bn`` or ``sk-S``), weights initialised as in cnn_mnist."""
-    if name == "base":
+def build_model(name: str, bn_eps: float = MATCONVNET_BN_EPS) -> nn.Sequential:
+    """The network called ``name`` (``base``, ``bn`` or ``sk-S``, each optionally ``-sigmoid``), weights
+    initialised as in cnn_mnist; its BN layers use epsilon ``bn_eps``."""
+    base_name = name[: -len("-sigmoid")] if name.endswith("-sigmoid") else name
+    act: type[nn.Module] = nn.Sigmoid if base_name != name else nn.ReLU
+    if base_name == "base":
         layers: list[nn.Module] = [
             nn.Conv2d(1, 20, 5), nn.MaxPool2d(2, 2),  # 28 -> 24 -> 12
             nn.Conv2d(20, 50, 5), nn.MaxPool2d(2, 2),  # 12 -> 8 -> 4
-            nn.Conv2d(50, 500, 4), nn.ReLU(),  # 4 -> 1
+            nn.Conv2d(50, 500, 4), act(),  # 4 -> 1
             nn.Conv2d(500, 10, 1),
         ]
-    elif name == "bn":
+    elif base_name == "bn":
         layers = [
-            nn.Conv2d(1, 20, 5, bias=False), _bn(20), nn.MaxPool2d(2, 2),
-            nn.Conv2d(20, 50, 5, bias=False), _bn(50), nn.MaxPool2d(2, 2),
-            nn.Conv2d(50, 500, 4, bias=False), _bn(500), nn.ReLU(),
+            nn.Conv2d(1, 20, 5, bias=False), _bn(20, bn_eps), nn.MaxPool2d(2, 2),
+            nn.Conv2d(20, 50, 5, bias=False), _bn(50, bn_eps), nn.MaxPool2d(2, 2),
+            nn.Conv2d(50, 500, 4, bias=False), _bn(500, bn_eps), act(),
             nn.Conv2d(500, 10, 1),
         ]
-    elif name.startswith("sk-"):
+    elif base_name.startswith("sk-"):
         try:
-            s = float(name[3:])
+            s = float(base_name[3:])
         except ValueError:
             raise ValueError(f"model {name!r}: expected 'sk-S' with a number S, e.g. 'sk-1' or 'sk-0.5'") from None
         if not s > 0:
             raise ValueError(f"model {name!r}: the width factor must be positive, got {s}")
         c1, c2, c3 = _width(20, s), _width(50, s), _width(500, s)
         layers = [
-            nn.Conv2d(1, c1, 3, bias=False), _bn(c1), nn.ReLU(),  # 28 -> 26
-            nn.Conv2d(c1, c1, 3, bias=False), _bn(c1), nn.ReLU(), nn.MaxPool2d(2, 2),  # 26 -> 24 -> 12
-            nn.Conv2d(c1, c2, 5, bias=False), _bn(c2), nn.MaxPool2d(2, 2),  # 12 -> 8 -> 4
-            nn.Conv2d(c2, c3, 4, bias=False), _bn(c3), nn.ReLU(),  # 4 -> 1
+            nn.Conv2d(1, c1, 3, bias=False), _bn(c1, bn_eps), act(),  # 28 -> 26
+            nn.Conv2d(c1, c1, 3, bias=False), _bn(c1, bn_eps), act(), nn.MaxPool2d(2, 2),  # 26 -> 24 -> 12
+            nn.Conv2d(c1, c2, 5, bias=False), _bn(c2, bn_eps), nn.MaxPool2d(2, 2),  # 12 -> 8 -> 4
+            nn.Conv2d(c2, c3, 4, bias=False), _bn(c3, bn_eps), act(),  # 4 -> 1
             nn.Conv2d(c3, 10, 1),
         ]
     else:
-        raise ValueError(f"unknown model {name!r}: expected 'base', 'bn' or 'sk-S' (e.g. 'sk-1')")
+        raise ValueError(f"unknown model {name!r}: expected 'base', 'bn' or 'sk-S' (e.g. 'sk-1'), optionally with '-sigmoid'")
     model = nn.Sequential(*layers)
     with torch.no_grad():
         for m in model.modules():
@@ -191,6 +201,15 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def reset_momentum(opt: torch.optim.Optimizer) -> None:
+    """Zero every SGD momentum buffer, as MatConvNet's ``process_epoch`` does at the start of a training epoch
+    (the next step is then ``buf = 0.9 * 0 + d``, a plain gradient step)."""
+    for state in opt.state.values():
+        buf = state.get("momentum_buffer")
+        if buf is not None:
+            buf.zero_()
 
 
 def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -284,7 +303,7 @@ def train_epoch(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="base", help="base, bn or sk-S (S a width factor, e.g. sk-1)")
+    p.add_argument("--model", default="base", help="base, bn or sk-S (S a width factor, e.g. sk-1), optionally -sigmoid")
     p.add_argument("--train-limit", type=int, default=10000, help="train on the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images (all)")
     p.add_argument("--epochs", type=int, default=20)
@@ -294,6 +313,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--bn-eps", type=float, default=MATCONVNET_BN_EPS,
+                   help="batch normalisation epsilon (default 1e-4, MatConvNet's vl_nnbnorm; 1e-5 is PyTorch's)")
+    p.add_argument("--keep-momentum", action="store_true",
+                   help="keep the SGD momentum across epochs (default: zero it at every epoch's start, as MatConvNet's cnn_train)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     p.add_argument(
         "--memory-format", choices=("auto", "contiguous", "channels_last"), default="auto",
@@ -311,6 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("epochs", "batch_size", "eval_batch_size", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.bn_eps > 0:
+        p.error(f"--bn-eps must be positive, got {args.bn_eps}")
     return args
 
 
@@ -325,9 +350,10 @@ def main(argv: list[str] | None = None) -> dict:
     xtr, ytr, xte, yte = prepare_data(load_mnist(args.data_dir), args.train_limit, args.test_limit)
     log(f"data: train {tuple(xtr.shape)}, test {tuple(xte.shape)} ({time.perf_counter() - t_load:.1f} s)")
 
-    model = build_model(args.model)
+    model = build_model(args.model, args.bn_eps)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model {args.model}: {n_params} parameters, {args.threads} thread(s), torch {torch.__version__}")
+    log(f"model {args.model}: {n_params} parameters, BN eps {args.bn_eps:g}, momentum "
+        f"{'kept across epochs' if args.keep_momentum else 'zeroed every epoch'}, {args.threads} thread(s), torch {torch.__version__}")
     if args.memory_format == "auto":
         fmt, fmt_timings = pick_memory_format(model, args.batch_size, args.lr, log=log)
     else:
@@ -342,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
+        if not args.keep_momentum:
+            reset_momentum(opt)
         train_loss, train_err = train_epoch(model, opt, xtr, ytr, args.batch_size, shuffle_gen, fmt)
         test_loss, test_err = evaluate(model, xte, yte, args.eval_batch_size, fmt)
         secs = time.perf_counter() - t0

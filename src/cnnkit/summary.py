@@ -12,6 +12,10 @@ network string is built with :func:`cnnkit.nn.init.shapes_only`, so nothing larg
 * im2row workspace is the size of phi(x) for one image, (H_out W_out) x (kh kw C_in) (eq. 15.25).
 * ``rf`` is the receptive field of one output element in the network's input (growth by (k_eff-1)*jump),
   along H; where branches meet (a residual sum, a concatenation) it is the largest of the branches'.
+* A composite token of a network string (``res(...)``, ``cat(...)``, ``<n>*...``) gets a row of its own with
+  the block's totals (``group``), followed by indented rows for the tokens of each branch (``path``
+  ``3.body.1``, ``5.b2.1``, ``4.copy2.1``: their receptive fields are the branch's) and the merge (``3.add``,
+  ``5.concat``); totals count every row but the group rows.
 * ``rf_seed`` is Table 15.2's column: the extent, in this layer's input, needed to compute one element of the
   input of the first fully connected layer (or of the network's output when there is none).
 * A window that does not tile its input ((H + pads - k_eff) not divisible by the stride, seed 002's 4.5
@@ -24,7 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cnnkit.models.spec import Token, assemble, parse
+from cnnkit.models.spec import Piece, Token, assemble_pieces, parse
 from cnnkit.nn.base import Layer, Trace, TraceRow
 from cnnkit.nn.init import shapes_only
 
@@ -57,6 +61,12 @@ class LayerRow:
     rf_seed: int | None
     tiles: bool
     elementwise: bool = False
+    #: dotted name of the token: "3", or "3.body.1" inside a composite (summary(net): the layer's path)
+    path: str = ""
+    #: nesting inside composite tokens (0: a token of the network string itself)
+    depth: int = 0
+    #: a composite token's own row: the totals of the rows below it (not added again to the summary's totals)
+    group: bool = False
 
 
 @dataclass
@@ -79,23 +89,31 @@ class Summary:
     rows: list[LayerRow]
 
     @property
+    def tokens(self) -> list[LayerRow]:
+        """One row per token of the network string (the composites' group rows, not the rows inside them)."""
+        return [r for r in self.rows if r.depth == 0]
+
+    def _counted(self) -> list[LayerRow]:
+        return [r for r in self.rows if not r.group]
+
+    @property
     def total_params(self) -> int:
-        return sum(r.params for r in self.rows)
+        return sum(r.params for r in self._counted())
 
     @property
     def total_flops(self) -> int:
         """Forward FLOPs per image of the layers that know their cost."""
-        return sum(r.flops or 0 for r in self.rows)
+        return sum(r.flops or 0 for r in self._counted())
 
     @property
     def total_activations(self) -> int:
         """Seed-002-style count: the input plus every non-elementwise layer's output, per image."""
-        return math.prod(self.input_shape) + sum(r.activations for r in self.rows if not r.elementwise)
+        return math.prod(self.input_shape) + sum(r.activations for r in self._counted() if not r.elementwise)
 
     @property
     def all_activations(self) -> int:
         """Every layer's output plus the input (what a framework without in-place layers stores)."""
-        return math.prod(self.input_shape) + sum(r.activations for r in self.rows)
+        return math.prod(self.input_shape) + sum(r.activations for r in self._counted())
 
     @property
     def max_workspace(self) -> int:
@@ -106,14 +124,16 @@ class Summary:
         def shape(s: tuple[int, ...]) -> str:
             return "x".join(str(v) for v in s)
 
-        head = (f"{'#':>3} {'layer':<22} {'output':>13} {'params':>12} {'MFLOPs':>10} {'activ.':>10} {'im2row':>10} "
+        labels = [_label(r) for r in self.rows]
+        width = max([22, *(len(v) for v in labels)])
+        head = (f"{'#':>3} {'layer':<{width}} {'output':>13} {'params':>12} {'MFLOPs':>10} {'activ.':>10} {'im2row':>10} "
                 f"{'rf':>5} {'rf(T15.2)':>9}")
         lines = [f"input {shape(self.input_shape)}", head, "-" * len(head)]
-        for r in self.rows:
+        for r, label in zip(self.rows, labels):
             flag = "  <- window does not tile its input" if not r.tiles else ""
             lines.append(
-                f"{r.index:>3} {r.token:<22} {shape(r.out_shape):>13} {r.params:>12,} {_mflops(r.flops):>10} "
-                f"{r.activations:>10,} {r.workspace:>10,} {'' if r.rf is None else r.rf:>5} "
+                f"{r.index if r.depth == 0 else '':>3} {label:<{width}} {shape(r.out_shape):>13} {r.params:>12,} "
+                f"{_mflops(r.flops):>10} {r.activations:>10,} {r.workspace:>10,} {'' if r.rf is None else r.rf:>5} "
                 f"{'' if r.rf_seed is None else r.rf_seed:>9}{flag}"
             )
         mb = 1024 * 1024
@@ -129,6 +149,17 @@ class Summary:
             f"({self.max_workspace * bytes_per_element / mb:.1f} MiB)",
         ]
         return "\n".join(lines)
+
+
+def _label(r: LayerRow) -> str:
+    """The layer column: the token, indented by its depth and named by its place in the enclosing composite."""
+    text = r.token if len(r.token) <= 40 or not r.group else r.token[:37] + "..."  # a composite's row: its beginning
+    if r.depth == 0:
+        return text
+    where = ".".join(r.path.split(".")[-2:])  # "body.1", "b2.1", "copy3.1", "add"
+    if r.kind in ("add", "concat"):
+        return "  " * r.depth + r.kind
+    return "  " * r.depth + f"{where} {text}"
 
 
 def _row(index: int, name: str, kind: str, rows: Sequence[TraceRow]) -> LayerRow:
@@ -159,7 +190,7 @@ def _table_15_2(rows: list[LayerRow], groups: Sequence[Sequence[TraceRow]]) -> N
         rows[stop].rf_seed = 1
 
 
-def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Summary:
+def summarize(spec: str | list[Token], input_shape: tuple[int, ...]) -> Summary:
     """Summarise a network string for one input of shape (H, W, C): one row per token.
 
     Examples
@@ -167,13 +198,40 @@ def summarize(spec: str | list[Token], input_shape: tuple[int, int, int]) -> Sum
     >>> s = summarize("conv5x5x1x20,pool2,conv5x5x20x50,pool2,conv4x4x50x500,relu,conv1x1x500x10", (28, 28, 1))
     >>> s.total_params, s.rows[-1].out_shape, s.rows[4].rf
     (431080, (1, 1, 10), 28)
+
+    A residual block: its own row (the block's totals), then its branches' tokens and the sum, indented.
+
+    >>> s = summarize("conv3x3x1x8p1,res(conv3x3x8x8p1,relu|conv1x1x8x8),gap", (8, 8, 1))
+    >>> [(r.path, r.token, r.params, r.rf) for r in s.rows]  # doctest: +NORMALIZE_WHITESPACE
+    [('1', 'conv3x3x1x8p1', 80, 3), ('2', 'res(conv3x3x8x8p1,relu|conv1x1x8x8)', 656, 5),
+     ('2.body.1', 'conv3x3x8x8p1', 584, 5), ('2.body.2', 'relu', 0, 5), ('2.shortcut.1', 'conv1x1x8x8', 72, 3),
+     ('2.add', 'add', 0, 5), ('3', 'gap', 0, 12)]
+    >>> s.total_params, len(s.tokens)
+    (736, 3)
     """
     tokens = parse(spec) if isinstance(spec, str) else spec
     with shapes_only():
-        groups = [rows for _, _, rows in assemble(tokens, input_shape)]
-    rows = [_row(i + 1, t.text, t.kind, g) for i, (t, g) in enumerate(zip(tokens, groups))]
-    _table_15_2(rows, groups)
+        pieces = assemble_pieces(tokens, input_shape)
+    rows: list[LayerRow] = []
+    for i, p in enumerate(pieces):
+        _piece_rows(i + 1, p, rows)
+    if not any(p.branches for p in pieces):  # Table 15.2's column is defined for chains
+        _table_15_2(rows, [p.rows for p in pieces])
     return Summary(tuple(int(v) for v in input_shape), rows)
+
+
+def _piece_rows(index: int, p: Piece, out: list[LayerRow]) -> None:
+    """The rows of one token: a simple token's one row; a composite's group row, its branches' rows, its merges."""
+    row = _row(index, p.token.text, p.token.kind, p.rows)
+    row.path, row.depth, row.group = p.path, p.depth, bool(p.branches)
+    out.append(row)
+    for _, pieces in p.branches:
+        for q in pieces:
+            _piece_rows(index, q, out)
+    for m in p.merges:
+        merge = _row(index, m.kind, m.kind, [m])
+        merge.path, merge.depth = m.name, p.depth + 1
+        out.append(merge)
 
 
 def summary(net: Layer, input_shape: Sequence[int]) -> Summary:

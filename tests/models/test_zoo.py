@@ -58,10 +58,13 @@ def test_resolve_network_string() -> None:
         resolve("conv5x5x1x20,poo2")
 
 
-def test_alexnet_conv1_gives_55x55x96() -> None:
-    shapes = infer_shapes(_tokens("alexnet"), (227, 227, 3))
+@pytest.mark.parametrize("name", ["alexnet", "alexnet-1tower"])
+def test_alexnet_conv1_gives_55x55x96(name: str) -> None:
+    tokens = _tokens(name)
+    shapes = infer_shapes(tokens, (227, 227, 3))
     assert shapes[0] == (55, 55, 96)
-    assert shapes[2] == (27, 27, 96)  # overlapping 3x3 pooling at stride 2
+    first_pool = next(i for i, t in enumerate(tokens) if t.kind == "maxpool")
+    assert shapes[first_pool] == (27, 27, 96)  # overlapping 3x3 pooling at stride 2
 
 
 def test_vgg16_has_138357544_parameters() -> None:

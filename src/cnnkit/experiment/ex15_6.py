@@ -2,15 +2,17 @@
 
 Every part is a list of (label, job); identical configurations shared by several parts (e.g. SK-0.2 on the
 first 10,000 examples with seed 0 appears in (f), (g), (h), (i) and (j)) are one job, trained once.
-Settings are MatConvNet 1.0-beta20's (see :class:`cnnkit.train.TrainConfig`).
+Settings are MatConvNet 1.0-beta20's (see :class:`cnnkit.train.TrainConfig`), including its BN epsilon 1e-4 and
+the SGD momentum zeroed at the start of every epoch; ``matconvnet=False`` plans cnnkit's own way instead (momentum
+kept across epochs, epsilon 1e-5), for comparison.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
+from cnnkit.experiment.plan import Entry, Job, job_key
 from cnnkit.train import TrainConfig
+
+__all__ = ["MULTIPLIERS", "PARTS", "SEEDS", "SIZES", "TITLES", "Entry", "Job", "job_key", "plan"]
 
 PARTS = ("b", "c", "d", "e", "f", "g", "h", "i", "j")
 
@@ -31,34 +33,8 @@ MULTIPLIERS = (2.0, 1.5, 1.0, 0.5, 0.2)
 SEEDS = (0, 1, 12, 123, 1234, 12345, 123456)
 
 
-@dataclass(frozen=True)
-class Job:
-    """One training run: a stable key (its directory name) and its configuration."""
-
-    key: str
-    config: TrainConfig
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One row of a part's table: the label shown and the job giving its numbers."""
-
-    label: str
-    job: str
-    x: float | None = None  # the value plotted on a curve (training-set size, multiplier)
-
-
 def _mult(s: float) -> str:
     return f"{s:g}"
-
-
-def job_key(c: TrainConfig) -> str:
-    """A readable, unique directory name for a configuration."""
-    subset = c.train_range if c.train_range else (f"n{c.train_limit}" if c.train_limit else "all")
-    key = f"{c.model}_{subset}_seed{c.seed}_ep{c.epochs}"
-    if c.test_limit:
-        key += f"_test{c.test_limit}"
-    return key.replace("/", "-")
 
 
 def plan(
@@ -66,17 +42,31 @@ def plan(
     epochs: int = 20,
     max_train: int | None = None,
     test_limit: int | None = None,
+    matconvnet: bool = True,
 ) -> tuple[dict[str, Job], dict[str, list[Entry]]]:
     """The jobs (deduplicated, keyed) and, per part, its table rows.
 
     ``max_train`` caps every training subset (first N examples of a size, first N of a slice) and
-    ``test_limit`` the test set: both only for shrunken runs (tests, smoke checks).
+    ``test_limit`` the test set: both only for shrunken runs (tests, smoke checks). ``matconvnet=False``:
+    momentum kept across epochs and BN epsilon 1e-5 (cnnkit's defaults elsewhere) instead of MatConvNet's.
+
+    Examples
+    --------
+    >>> jobs, table = plan(("c", "j"))
+    >>> [e.label for e in table["c"]], len(jobs)  # (c)'s BASE and BN, (j)'s ReLU and sigmoid SK-0.2
+    (['BASE', 'BN'], 4)
+    >>> cfg = jobs[table["j"][1].job].config
+    >>> cfg.model, cfg.train_limit, cfg.epochs, cfg.momentum_reset, cfg.bn_eps
+    ('sk-0.2-sigmoid', 10000, 20, True, 0.0001)
+    >>> [job.config.momentum_reset for job in plan(("j",), matconvnet=False)[0].values()]
+    [False, False]
     """
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ValueError(f"unknown part(s) {', '.join(unknown)}; expected some of {', '.join(PARTS)}")
     jobs: dict[str, Job] = {}
     table: dict[str, list[Entry]] = {}
+    other: dict = {} if matconvnet else {"momentum_reset": False, "bn_eps": 1e-5}
 
     def add(part: str, label: str, model: str, n: int | None = 10000, rng: tuple[int, int] | None = None,
             seed: int = 0, x: float | None = None) -> None:
@@ -86,11 +76,12 @@ def plan(
             first, last = rng
             if max_train:
                 last = min(last, first + max_train - 1)
-            cfg = TrainConfig(model=model, train_range=f"{first}-{last}", epochs=epochs, seed=seed, test_limit=test_limit).resolved()
+            cfg = TrainConfig(model=model, train_range=f"{first}-{last}", epochs=epochs, seed=seed, test_limit=test_limit,
+                              **other).resolved()
         else:
             limit = min(n, max_train) if (n and max_train) else (n if n else max_train)
             cfg = TrainConfig(model=model, train_limit=limit if limit and limit < 60000 else None, epochs=epochs,
-                              seed=seed, test_limit=test_limit).resolved()
+                              seed=seed, test_limit=test_limit, **other).resolved()
         key = job_key(cfg)
         jobs.setdefault(key, Job(key, cfg))
         table.setdefault(part, []).append(Entry(label, key, x))
@@ -124,7 +115,3 @@ def plan(
             add("j", "SK-0.2 (ReLU)", "sk-0.2")
             add("j", "SK-0.2 (sigmoid)", "sk-0.2-sigmoid")
     return jobs, table
-
-
-def config_dict(job: Job) -> dict:
-    return dataclasses.asdict(job.config)

@@ -20,11 +20,26 @@ from cnnkit.serialize import atomic_write_text
 
 
 def result_path(exp_dir: str | Path, key: str) -> Path:
+    """Where a job's result is recorded when it has finished.
+
+    Examples
+    --------
+    >>> result_path("runs/ex15.6", "base_n10000_seed0_ep20").as_posix()
+    'runs/ex15.6/runs/base_n10000_seed0_ep20/result.json'
+    """
     return Path(exp_dir) / "runs" / key / "result.json"
 
 
 def load_result(exp_dir: str | Path, key: str, config: dict) -> dict | None:
-    """The stored result of a finished job with this configuration, else None."""
+    """The stored result of a finished job with this configuration, else None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     load_result(d, "base_n10000_seed0_ep20", {"model": "base"}) is None
+    True
+    """
     path = result_path(exp_dir, key)
     if not path.exists():
         return None
@@ -47,8 +62,63 @@ def _checkpoint_epoch(path: Path) -> int:
         return 0
 
 
+def set_aside_stale(run_dir: Path, config: Any) -> Path | None:
+    """Move a run directory aside (to ``<key>.superseded``, ``.superseded2`` ...) when it holds a checkpoint of
+    another configuration than ``config`` (a :class:`~cnnkit.train.TrainConfig`), which could not be resumed:
+    e.g. a run of an earlier cnnkit whose settings for the same key have since changed. Returns the new path,
+    or None when there was nothing to move. Nothing is deleted.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from cnnkit.train import TrainConfig
+    >>> cfg = TrainConfig(model="base", epochs=1).resolved()
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     run = Path(d) / "runs" / "base_all_seed0_ep1"; run.mkdir(parents=True)
+    ...     _ = (run / "checkpoint.npz").write_bytes(b"")
+    ...     _ = (run / "config.json").write_text(json.dumps({**cfg.to_dict(), "bn_eps": 1e-5}))
+    ...     print(set_aside_stale(run, cfg).name, run.exists())
+    base_all_seed0_ep1.superseded False
+    """
+    from cnnkit.train.config import LEGACY_DEFAULTS, TrainConfig
+
+    if not (run_dir / "checkpoint.npz").exists():
+        return None
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        if TrainConfig.from_dict({**LEGACY_DEFAULTS, "init": config.init, **saved}).differences(config) == {}:
+            return None
+    except (OSError, ValueError, TypeError):
+        pass  # no readable configuration: the checkpoint cannot be resumed either
+    n = 1
+    while (dest := run_dir.with_name(f"{run_dir.name}.superseded{n if n > 1 else ''}")).exists():
+        n += 1
+    run_dir.rename(dest)
+    return dest
+
+
+def _per_epoch(records: list[dict], key: str) -> list | None:
+    values = [r.get(key) for r in records]
+    return values if any(v is not None for v in values) else None
+
+
 def run_job(key: str, config: dict, exp_dir: str, data_dir: str | None, threads: int | None = None) -> dict:
-    """Train one job (resuming its checkpoint if any) and record its result. Runs in a worker."""
+    """Train one job (resuming its checkpoint if any) and record its result. Runs in a worker.
+
+    The result holds the last epoch's figures, the per-epoch curves (test and training error and loss, and
+    validation ones when there is a validation split), the recorded gradient norms (``grad_norms``: layers,
+    the steps recorded, each epoch's means) when the configuration asks for them, and the parameter count.
+
+    Examples
+    --------
+    A run needs its dataset; the experiment tests run real ones. The result file's place:
+
+    >>> result_path("exp", "key").parts[-3:]
+    ('runs', 'key', 'result.json')
+    """
+    from cnnkit.models import resolve
+    from cnnkit.summary import summarize
     from cnnkit.train import TrainConfig
     from cnnkit.train.run import train
 
@@ -59,6 +129,7 @@ def run_job(key: str, config: dict, exp_dir: str, data_dir: str | None, threads:
         limiter = threadpool_limits(limits=threads)
     cfg = TrainConfig.from_dict(config)
     out = Path(exp_dir) / "runs" / key
+    superseded = set_aside_stale(out, cfg)
     resumed_after = _checkpoint_epoch(out / "checkpoint.npz")
     start = time.perf_counter()
     try:
@@ -84,8 +155,24 @@ def run_job(key: str, config: dict, exp_dir: str, data_dir: str | None, threads:
         "threads": threads,
         "pid": os.getpid(),
     }
+    for name, field in (("train_loss_per_epoch", "train_loss"), ("test_loss_per_epoch", "test_loss"),
+                        ("val_error_per_epoch", "val_top1_error"), ("val_loss_per_epoch", "val_loss")):
+        values = _per_epoch(records, field)
+        if values is not None:
+            result[name] = values
+    if any("grad_norm_layers" in r for r in records):
+        result["grad_norms"] = {"layers": next(r["grad_norm_layers"] for r in records if "grad_norm_layers" in r),
+                                "steps": [s for r in records for s in r.get("grad_norm_steps", [])],
+                                "epoch_mean": [r.get("grad_norm_mean") for r in records]}
+    try:
+        d = resolve(cfg.model)
+        result["params"] = summarize(d.spec, d.input_shape).total_params
+    except (ValueError, KeyError):  # an image-folder run with another input size: no count
+        pass
     if resumed_after:
         result["resumed_after_epoch"] = resumed_after
+    if superseded is not None:
+        result["superseded"] = superseded.name
     atomic_write_text(result_path(exp_dir, key), json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
@@ -118,6 +205,17 @@ class Progress:
     queued), divided among the workers that the runs left can use. Without ``costs`` it is their mean wall
     time times the runs left; with ``costs`` (an estimated relative cost per run key) it is the seconds per
     unit of cost seen so far times the cost left, which stays right when the long runs go first.
+
+    Examples
+    --------
+    Four runs on two workers; the first took 10 s and cost 1 unit, 3 units are left: 3 x 10 s / 2 workers.
+
+    >>> lines = []
+    >>> progress = Progress(4, 2, lines.append, costs={"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0})
+    >>> progress.started("a")
+    >>> progress.finished("a", {"test_error": 0.0215, "wall_seconds": 10.0}, 12.0)
+    >>> lines[-1].split(";")[0], progress.eta()
+    ('[1/4] done   a: test error 2.15% in 10s', 15.0)
     """
 
     def __init__(self, total: int, workers: int, log: Callable[[str], None],
@@ -164,7 +262,15 @@ def run_local(
     jobs: Iterable[tuple[str, dict]], exp_dir: str, data_dir: str | None, workers: int, threads: int,
     log: Callable[[str], None] = print, costs: dict[str, float] | None = None,
 ) -> dict[str, dict]:
-    """Run jobs in ``workers`` local processes with ``threads`` BLAS threads each (workers=1: in process)."""
+    """Run jobs in ``workers`` local processes with ``threads`` BLAS threads each (workers=1: in process).
+
+    Returns each job's result by key; the experiment tests run real jobs.
+
+    Examples
+    --------
+    >>> run_local([], "exp", None, workers=1, threads=1, log=print)
+    {}
+    """
     import multiprocessing as mp
 
     todo = list(jobs)
@@ -238,13 +344,22 @@ def run_ray(
     """Run jobs as Ray tasks on an existing cluster (``address``); Ray is an optional dependency.
 
     The experiment and data directories must be visible at the same paths on every node (a shared file system).
+
+    Examples
+    --------
+    An address that names no cluster is refused before anything starts:
+
+    >>> run_ray([], "exp", None, "nowhere", threads=1)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: Ray address 'nowhere' is not HOST:PORT
     """
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        check_reachable(address)
     try:
         import ray
     except ImportError:
         raise RuntimeError("the ray executor needs Ray: pip install 'cnnkit[ray]'") from None
-    if address and address not in ("auto", "local") and not address.startswith("ray://"):
-        check_reachable(address)
     todo = list(jobs)
     started_here = not ray.is_initialized()
     if started_here:

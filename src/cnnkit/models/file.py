@@ -174,6 +174,12 @@ def load_model(path: PathLike) -> ModelFile:
         # against the archive's headers before anything is read or allocated
         with shapes_only():
             template = _network(meta, fmt, dtype, input_shape, path)
+            if input_shape is not None:  # what save_model checked: the network takes its input and scores its classes
+                try:
+                    check_outputs(template, input_shape, classes, "its network")
+                except ValueError as exc:  # ShapeError, MismatchError
+                    raise ModelFileError(f"{path}: its network does not fit the input shape {list(input_shape)} and classes "
+                                         f"it records: {_one_line(exc)}") from None
         expected = {f"param/{k}": v for k, v in template.params.items()}
         expected.update({f"buffer/{k}": v for k, v in template.buffers.items()})
         _check_headers(z, expected, path)
@@ -189,16 +195,27 @@ def load_model(path: PathLike) -> ModelFile:
     try:
         load_state_arrays(network, arrays)
     except ValueError as exc:
-        raise ModelFileError(f"{path}: the stored weights do not fit the architecture: {exc}") from None
+        raise ModelFileError(f"{path}: the stored weights do not fit the architecture: {_one_line(exc)}") from None
     preprocess = unflatten_state(meta.get("preprocess") or {}, arrays) or None
     if preprocess is not None:
         from cnnkit.data.preprocess import Preprocessor
 
         try:
-            Preprocessor.from_dict(preprocess)
+            pre = Preprocessor.from_dict(preprocess)
         except (ValueError, TypeError) as exc:
-            raise ModelFileError(f"{path}: its preprocessing is malformed: {exc}") from None
+            raise ModelFileError(f"{path}: its preprocessing is malformed: {_one_line(exc)}") from None
+        if input_shape is not None and len(input_shape) == 3 and pre.mean is not None:
+            want = {"mean_image": tuple(input_shape), "per_channel": (input_shape[-1],)}.get(pre.mode)
+            if want is not None and pre.mean.shape != want:
+                raise ModelFileError(f"{path}: its {pre.mode} statistics have shape {pre.mean.shape}; its input shape "
+                                     f"{list(input_shape)} needs {want}")
     return ModelFile(network, input_shape, classes, preprocess, meta)
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An error's message on one line, shortened to ``limit`` characters (it may quote what the file holds)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _network(meta: dict[str, Any], fmt: str, dtype: np.dtype, input_shape: tuple[int, ...] | None, path: PathLike) -> Layer:

@@ -135,10 +135,14 @@ def from_data(data: Any, dtype: Any = None, rng: np.random.Generator | None = No
     classes = layer_classes()
     built: dict[str, Layer] = {}
     count = [0]
+    uses: dict[int, int] = {}  # id of a built layer -> how many leaf layers one forward pass through it applies
     rng = rng if rng is not None else np.random.default_rng(0)
 
     def fail(path: str, why: str) -> ModelFileError:
-        return ModelFileError(f"architecture, at {path or 'the top'}: {why}")
+        # one line, and what the file says quoted short: a child's name or a bad value may be of any length
+        where = path if len(path) <= 120 and path.isprintable() else quote(path, 120)
+        why = " ".join(why.split())
+        return ModelFileError(f"architecture, at {where or 'the top'}: {why if len(why) <= 300 else why[:297] + '...'}")
 
     def resolve(ref: Any, path: str) -> Layer:
         if not isinstance(ref, str) or ref not in built:
@@ -183,6 +187,13 @@ def from_data(data: Any, dtype: Any = None, rng: np.random.Generator | None = No
                 layer: Layer = cls.from_children(kids, node.get("wiring"))
             except (TypeError, ValueError) as exc:
                 raise fail(path, str(exc)) from None
+            # a child named by reference is applied again: containers referring to each other can describe
+            # a network whose forward pass applies exponentially many layers, from a few lines of data
+            applied = sum(uses.get(id(child), 1) for _, child in kids)
+            if applied > MAX_LAYERS:
+                raise fail(path, f"applies {applied:,} layers in one forward pass (its references repeat them), "
+                                 f"more than {MAX_LAYERS:,}")
+            uses[id(layer)] = applied
         else:
             config = node.get("config", {})
             if not isinstance(config, dict) or not set(node) <= {"class", "config"}:

@@ -184,23 +184,24 @@ class Graph(Container):
         self.output_name: str | None = None
         self._last_use: dict[str, int] = {}
         self._live: set[str] = set()
+        self._bulk = False  # from_children: shared layers and uses are worked out once, after the last node
 
     # -- building -------------------------------------------------------------------------------
     def add(self, name: str, layer: Layer, *inputs: str) -> str:
         """Append node ``name`` applying ``layer`` to ``inputs`` (tensor names); returns ``name`` (its output)."""
         if not isinstance(name, str) or not name or "." in name or name == self.input_name or name in self._children:
             raise ValueError(f"Graph.add: node name {name!r} must be new, non-empty and without dots")
-        known = {self.input_name, *self._children}
-        missing = [i for i in inputs if i not in known]
+        missing = [i for i in inputs if i != self.input_name and i not in self._children]
         if missing:
             raise ValueError(f"Graph.add: node {name!r} reads {missing}, which no earlier node produces")
         if not inputs:
             raise ValueError(f"Graph.add: node {name!r} needs at least one input")
         if len(inputs) > 1 and not isinstance(layer, Merge):
             raise ValueError(f"Graph.add: {type(layer).__name__} takes one input, node {name!r} gives it {len(inputs)}")
-        self._add(name, layer)
+        self._add(name, layer, mark=not self._bulk)
         self.nodes.append(Node(name, tuple(inputs)))
-        self._uses()
+        if not self._bulk:
+            self._uses()
         return name
 
     def set_output(self, name: str) -> None:
@@ -317,11 +318,17 @@ class Graph(Container):
         if not isinstance(inputs, dict):
             raise ValueError("a Graph's wiring needs 'inputs'")
         g = cls(str(wiring.get("input", "input")))
-        for name, layer in kids:
-            ins = inputs.get(name)
-            if not isinstance(ins, list) or not all(isinstance(i, str) for i in ins):
-                raise ValueError(f"node {name!r} has no list of inputs")
-            g.add(name, layer, *ins)
+        g._bulk = True  # each add() would otherwise go over the whole graph: the square of its size in all
+        try:
+            for name, layer in kids:
+                ins = inputs.get(name)
+                if not isinstance(ins, list) or not all(isinstance(i, str) for i in ins):
+                    raise ValueError(f"node {name!r} has no list of inputs")
+                g.add(name, layer, *ins)
+        finally:
+            g._bulk = False
+        g._mark_shared()
+        g._uses()
         out = wiring.get("output")
         if isinstance(out, str):
             g.set_output(out)

@@ -24,7 +24,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +256,8 @@ class MetricsLog(Callback):
     (3, ['epoch', 'images_per_s', 'lr', 'seconds', 'train_accuracy', 'train_loss', 'train_top1_error'])
     """
 
+    root_only = True
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.suffix not in (".jsonl", ".csv"):
@@ -312,3 +314,142 @@ class History(Callback):
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.records)})"
+
+
+class MomentumReset(Callback):
+    """Zero the optimiser's momentum buffers at the start of every epoch, as MatConvNet 1.0-beta20's ``cnn_train``
+    does (its ``process_epoch`` starts every training epoch with ``momentum{j} = 0``).
+
+    Only the ``momentum_buffer`` entries of the optimiser's state are touched (SGD's and RMSProp's); the
+    first step of an epoch is then a plain gradient step (v = 0.9 * 0 + g). A run resumed from an epoch
+    checkpoint zeroes them at the same moment, so it still repeats the uninterrupted run bit for bit.
+
+    Examples
+    --------
+    Epochs of one mini-batch each: with the reset, every step is a plain gradient step, so the momentum buffer
+    after the last one is that step's gradient; without it, the buffer remembers the earlier epochs.
+
+    >>> import numpy as np
+    >>> from cnnkit.nn import Linear, SoftmaxCrossEntropy
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import MomentumReset, run_epochs
+    >>> data = (np.eye(2, dtype=np.float32), np.array([0, 1]))
+    >>> for callbacks in ([], [MomentumReset()]):
+    ...     net = Linear(2, 2, rng=np.random.default_rng(0)); opt = SGD(net, lr=0.1, momentum=0.9)
+    ...     _ = run_epochs(net, SoftmaxCrossEntropy(), opt, data, epochs=3, batch_size=2, seed=0, callbacks=callbacks)
+    ...     print(bool(np.allclose(opt.state["weight"]["momentum_buffer"], net.grads["weight"])))
+    False
+    True
+    """
+
+    def on_epoch_begin(self, state: LoopState) -> None:
+        for st in (getattr(state.optimizer, "state", None) or {}).values():
+            buf = st.get("momentum_buffer")
+            if buf is not None:
+                buf[...] = 0
+
+
+class GradientNorms(Callback):
+    """Record the norm ||dL/dW|| of the gradient reaching every layer's weights (exercises 15.2 and 15.4).
+
+    ``steps``: the optimiser steps (counted from 0 over the whole run: 0 is the first mini-batch, at
+    initialisation) at which every weight's norm is recorded, before that step's update. The weights are the
+    parameters of two or more dimensions (convolution kernels and fully connected matrices; not biases or
+    batch-norm scales), in network order. Each epoch's record gets, in network order:
+
+    * ``grad_norm_layers``: the weights' names;
+    * ``grad_norm_steps``: ``[{"step": s, "norms": [...]}]`` for the listed steps that fell in the epoch;
+    * ``grad_norm_mean``: every weight's norm averaged over the epoch's mini-batches.
+
+    The gradient is that of the mini-batch's mean loss (weight decay not included), as the optimiser receives
+    it. The loop is unchanged: the callback wraps the optimiser's ``step`` for the duration of training, and
+    a resumed run records the same numbers (the step count is part of the checkpoint). Give it before the
+    callbacks that write records (a run directory, ``MetricsLog``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.models import create
+    >>> from cnnkit.nn import SoftmaxCrossEntropy
+    >>> from cnnkit.optim import SGD
+    >>> from cnnkit.train import GradientNorms, run_epochs
+    >>> net = create("conv3x3x1x4p1,relu,conv3x3x4x4p1,relu,gap,fc3", np.random.default_rng(0), init="he")
+    >>> x = np.random.default_rng(1).standard_normal((8, 6, 6, 1)).astype(np.float32); y = np.arange(8) % 3
+    >>> state = run_epochs(net, SoftmaxCrossEntropy(), SGD(net, lr=0.1), (x, y), epochs=2, batch_size=4, seed=0,
+    ...                    callbacks=[GradientNorms(steps=(0, 3))])
+    >>> r1, r2 = state.records
+    >>> r1["grad_norm_layers"], [s["step"] for s in r1["grad_norm_steps"]], [s["step"] for s in r2["grad_norm_steps"]]
+    (['0.weight', '2.weight', '6.weight'], [0], [3])
+    >>> len(r1["grad_norm_steps"][0]["norms"]), all(n > 0 for n in r2["grad_norm_mean"])
+    (3, True)
+    """
+
+    def __init__(self, steps: Sequence[int] | str = (0,)) -> None:
+        self.steps = frozenset(parse_steps(steps) if isinstance(steps, str) else (int(s) for s in steps))
+        if any(s < 0 for s in self.steps):
+            raise ValueError(f"GradientNorms: steps must be >= 0, got {sorted(self.steps)}")
+        self._wrapped: tuple[Any, Any] | None = None  # (optimiser, its own instance-level step or None)
+        self._names: list[str] = []
+        self._at: list[dict[str, Any]] = []
+        self._sum: np.ndarray | None = None
+        self._count = 0
+
+    def _observe(self, model: Any, step: int) -> None:
+        grads = model.grads
+        if not self._names:
+            self._names = [k for k, p in model.params.items() if np.ndim(p) >= 2 and grads.get(k) is not None]
+        norms = np.array([math.sqrt(float(np.vdot(g, g))) for g in (np.asarray(grads[k], dtype=np.float64) for k in self._names)])
+        if step in self.steps:
+            self._at.append({"step": int(step), "norms": [float(v) for v in norms]})
+        self._sum = norms if self._sum is None else self._sum + norms
+        self._count += 1
+
+    def on_train_begin(self, state: LoopState) -> None:
+        opt, model = state.optimizer, state.model
+        original = opt.step
+
+        def step() -> None:
+            self._observe(model, int(opt.step_count))
+            original()
+
+        own = "step" in vars(opt)  # a stand-in set on the instance (kept), else the class's method
+        opt.step = step
+        self._wrapped = (opt, original if own else None)
+
+    def on_epoch_begin(self, state: LoopState) -> None:
+        self._at, self._sum, self._count = [], None, 0
+
+    def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
+        record["grad_norm_layers"] = list(self._names)
+        record["grad_norm_steps"] = list(self._at)
+        record["grad_norm_mean"] = [] if self._sum is None else [float(v) for v in self._sum / max(self._count, 1)]
+
+    def on_train_end(self, state: LoopState) -> None:
+        if self._wrapped is not None:
+            opt, original = self._wrapped
+            if original is not None:
+                opt.step = original
+            elif "step" in vars(opt):
+                del opt.step  # the class's method again
+            self._wrapped = None
+
+
+def parse_steps(text: str) -> list[int]:
+    """The optimiser steps of a ``grad_norms`` setting: comma-separated non-negative integers.
+
+    Examples
+    --------
+    >>> parse_steps("0, 10,100")
+    [0, 10, 100]
+    >>> parse_steps("0,ten")
+    Traceback (most recent call last):
+    ...
+    ValueError: grad_norms: 'ten' is not a step number; expected comma-separated steps such as 0,10,100
+    """
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ValueError(f"grad_norms: {part!r} is not a step number; expected comma-separated steps such as 0,10,100")
+        out.append(int(part))
+    return out

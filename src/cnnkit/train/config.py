@@ -15,7 +15,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "lr": _FLOAT, "schedule": _STR, "optimizer": _STR, "momentum": _FLOAT, "weight_decay": _FLOAT, "seed": _INT,
     "preprocess": _STR, "dtype": _STR, "eval_batch_size": _INT, "test_limit": _INT, "val_split": _FLOAT,
     "early_stopping": _INT, "keep_best": _BOOL, "init_from": _STR, "color": _STR, "size": _STR, "augment": _STR,
+    "init": _STR, "bn_eps": _FLOAT, "momentum_reset": _BOOL, "grad_norms": _STR,
 }
+
+#: what a ``config.json`` written before an entry existed meant by its absence (the behaviour of that time)
+LEGACY_DEFAULTS: dict[str, Any] = {"bn_eps": 1e-5, "momentum_reset": False, "grad_norms": None}
 
 #: entries that may differ when a run is continued with ``--resume`` (more epochs extend a finished run)
 RESUMABLE_CHANGES = frozenset({"epochs"})
@@ -25,9 +29,13 @@ RESUMABLE_CHANGES = frozenset({"epochs"})
 class TrainConfig:
     """Everything that defines a run. Defaults are MatConvNet 1.0-beta20's MNIST settings.
 
-    ``lr`` and ``preprocess`` left as None take the model's own defaults (:meth:`resolved`): the book's
-    networks MatConvNet's 0.001 and the mean image, the He-initialised zoo models 0.01 and per-channel
-    standardisation.
+    ``lr``, ``preprocess``, ``init``, ``bn_eps`` and ``momentum_reset`` left as None take the model's own
+    defaults (:meth:`resolved`): the book's networks MatConvNet's 0.001, the mean image, 0.01*N(0,1) weights,
+    BN epsilon 1e-4 and the SGD momentum zeroed at the start of every epoch (``cnn_train``); the
+    He-initialised zoo models 0.01 (0.1 for the ResNets), per-channel standardisation, epsilon 1e-5 and
+    momentum kept across epochs. ``grad_norms`` (e.g. ``"0,10,100"``) records every weight's gradient norm
+    ||dL/dW|| at those optimiser steps (0: at initialisation) and its mean over each epoch
+    (:class:`~cnnkit.train.GradientNorms`).
 
     Examples
     --------
@@ -36,6 +44,12 @@ class TrainConfig:
     True
     >>> TrainConfig(model="cifar").resolved().lr, TrainConfig(model="base").resolved().preprocess
     (0.01, 'mean_image')
+    >>> r = TrainConfig(model="sk-0.2").resolved(); r.bn_eps, r.momentum_reset, r.init
+    (0.0001, True, 'matconvnet')
+    >>> r = TrainConfig(model="resnet20-mnist").resolved(); r.bn_eps, r.momentum_reset, r.init
+    (1e-05, False, 'he')
+    >>> TrainConfig(model="sk-0.2", momentum_reset=False, bn_eps=1e-5).resolved().momentum_reset  # cnnkit's own way
+    False
     """
 
     model: str = "base"
@@ -61,6 +75,10 @@ class TrainConfig:
     color: str | None = None  # image folders: "grayscale" or "rgb" (default: the model's input channels)
     size: str | None = None  # image folders: "HxW" to resize to (default: a named model's input size)
     augment: str | None = None  # e.g. "crop:4,flip" (see cnnkit.data.augment)
+    init: str | None = None  # weight initialisation: "matconvnet", "he" or "pytorch" (default: the model's)
+    bn_eps: float | None = None  # batch normalisation's epsilon (default: the model's; 1e-4 for the book's networks)
+    momentum_reset: bool | None = None  # zero SGD momentum at every epoch's start (default: the model's; MatConvNet's)
+    grad_norms: str | None = None  # record per-layer gradient norms at these optimiser steps, e.g. "0,10,100"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,12 +102,15 @@ class TrainConfig:
         return cls(**out)
 
     def resolved(self) -> TrainConfig:
-        """A copy with ``lr`` and ``preprocess`` filled in from the model's defaults."""
+        """A copy with ``lr``, ``preprocess``, ``init``, ``bn_eps`` and ``momentum_reset`` filled in from the model's defaults."""
         from cnnkit.models import resolve
 
         d = resolve(self.model)
         return replace(self, lr=self.lr if self.lr is not None else d.lr,
-                       preprocess=self.preprocess if self.preprocess is not None else d.preprocess)
+                       preprocess=self.preprocess if self.preprocess is not None else d.preprocess,
+                       init=self.init if self.init is not None else d.init,
+                       bn_eps=self.bn_eps if self.bn_eps is not None else d.bn_eps,
+                       momentum_reset=self.momentum_reset if self.momentum_reset is not None else d.momentum_reset)
 
     def differences(self, other: TrainConfig, ignore: frozenset[str] = RESUMABLE_CHANGES) -> dict[str, tuple[Any, Any]]:
         """``{name: (self's, other's)}`` for every entry that differs, except ``ignore``."""
