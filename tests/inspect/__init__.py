@@ -1,0 +1,1 @@
+"""Tests of cnnkit.inspect: pictures, receptive fields, score maps, kernels, the report and the commands."""
