@@ -98,6 +98,7 @@ def load_checkpoint(path: PathLike, model: Model, optimizer: Any) -> dict:
         unknown = sorted(k for k in z.headers if k not in params and k not in refs)
         if unknown:
             raise CheckpointError(f"{path}: holds arrays the network and optimiser do not have: {quote(unknown[:5], 200)}")
+        _check_state_shapes(path, optimizer_tree.get("state"), model.params, z)
         arrays = z.read_all()
     try:
         load_state_arrays(model, arrays)
@@ -105,6 +106,25 @@ def load_checkpoint(path: PathLike, model: Model, optimizer: Any) -> dict:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{path}: cannot restore its state: {_one_line(exc)}") from None
     return meta
+
+
+def _check_state_shapes(path: Path, state: Any, params: dict[str, Any], z: NpzReader) -> None:
+    """Every array of the optimiser's per-parameter state has its parameter's shape (momentum, moments): checked
+    on the headers, before anything is read (a state array of another size would be read, then converted)."""
+    if not isinstance(state, dict):
+        return  # load_state_dict says what is wrong with it
+    for name, entries in state.items():
+        if not isinstance(entries, dict):
+            continue
+        for key, value in entries.items():
+            if not (isinstance(value, dict) and set(value) == {"__array__"}):
+                continue
+            h = z.headers[value["__array__"]]
+            want = params.get(name)
+            if want is None or h.shape != tuple(want.shape):
+                needs = f"the parameter's {tuple(want.shape)}" if want is not None else "a parameter of the network, which it is not"
+                raise CheckpointError(f"{path}: optimiser state {quote(key, 40)} of {quote(name, 100)} has shape {h.shape}; "
+                                      f"it needs {needs}")
 
 
 def _array_refs(tree: Any) -> list[str] | None:

@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,6 +91,7 @@ def fit(
     eval_batch_size: int = 1000,
     progress: bool = False,
     verbose: bool = False,
+    distributed: Any = None,
 ) -> History:
     """Train ``model`` on ``train_data`` for ``epochs`` epochs of mini-batch SGD (eq. 15.9); returns a History.
 
@@ -103,6 +105,13 @@ def fit(
       ``MetricsLog``.
     * Every random draw of epoch e depends on (``seed``, e) only: a run continued from a checkpoint with
       ``initial_epoch`` (and the earlier ``records``) repeats the uninterrupted run bit for bit.
+
+    * ``distributed``: train together with the other processes of a group, e.g.
+      ``distributed=MPICommunicator()`` in every process ``mpiexec`` started (or a
+      :class:`~cnnkit.train.distributed.DataParallel`): each process runs a slice of every mini-batch of
+      ``batch_size`` examples and all apply the summed gradient, so K processes end where one would (to
+      rounding; see :mod:`cnnkit.train.distributed`). Every process must make the same call; callbacks with
+      ``root_only`` (files, logs) run on rank 0 only.
 
     The network must give one output per class (MismatchError otherwise). The model's mode is left as it
     was: the loop runs training forwards with ``train=True`` and evaluations with ``train=False``.
@@ -124,36 +133,50 @@ def fit(
     from cnnkit.nn import SoftmaxCrossEntropy
     from cnnkit.optim import SGD
 
-    if validation_split is not None and validation_data is not None:
-        raise ValueError("give validation_data or validation_split, not both")
-    source = as_source(train_data)
-    if len(source) == 0:
-        raise ValueError("the training data holds no examples")
-    sets: dict[str, Any] = {}
-    if validation_split is not None:
-        source, sets["val"] = split(source, validation_split, seed)
-    elif validation_data is not None:
-        sets["val"] = as_source(validation_data)
-    if test_data is not None:
-        sets["test"] = as_source(test_data)
-    check_fits(model, source)
-    for name, data in sets.items():
-        check_fits(model, data, "the validation data" if name == "val" else "the test data")
-    loss = loss if loss is not None else SoftmaxCrossEntropy()
-    optimizer = optimizer if optimizer is not None else SGD(model, lr=0.01, momentum=0.9)
-    base_lr = optimizer.lr
-    lr_at = schedule.lr_at if schedule is not None else (lambda epoch: base_lr)
-    history = History()
-    extra: list[Callback] = []
-    if verbose:
-        from cnnkit.train.rundir import EpochLog
+    parallel = None
+    if distributed is not None:
+        from cnnkit.train.distributed import as_parallel
 
-        extra.append(EpochLog(print))
-    run_epochs(
-        model, loss, optimizer, source, epochs=epochs, batch_size=batch_size, seed=seed, lr_at=lr_at,
-        evaluate_on=sets, eval_batch_size=eval_batch_size, start_epoch=initial_epoch, records=records,
-        callbacks=[history, *callbacks, *extra], progress=progress,
-    )
+        parallel = as_parallel(distributed)
+    guard = parallel.guard() if parallel is not None else contextlib.nullcontext()
+    with guard:  # several processes: an error on one of them must not leave the others waiting
+        if validation_split is not None and validation_data is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        source = as_source(train_data)
+        if len(source) == 0:
+            raise ValueError("the training data holds no examples")
+        sets: dict[str, Any] = {}
+        if validation_split is not None:
+            source, sets["val"] = split(source, validation_split, seed)
+        elif validation_data is not None:
+            sets["val"] = as_source(validation_data)
+        if test_data is not None:
+            sets["test"] = as_source(test_data)
+        check_fits(model, source)
+        for name, data in sets.items():
+            check_fits(model, data, "the validation data" if name == "val" else "the test data")
+        loss = loss if loss is not None else SoftmaxCrossEntropy()
+        optimizer = optimizer if optimizer is not None else SGD(model, lr=0.01, momentum=0.9)
+        base_lr = optimizer.lr
+        lr_at = schedule.lr_at if schedule is not None else (lambda epoch: base_lr)
+        history = History()
+        extra: list[Callback] = []
+        if parallel is not None:
+            parallel.check_same(model=model, optimizer=optimizer, training_data=source, **{f"{k}_data": v for k, v in sets.items()},
+                                settings={"epochs": epochs, "batch_size": batch_size, "seed": seed, "initial_epoch": initial_epoch,
+                                          "loss": type(loss).__name__, "schedule": repr(schedule), "eval_batch_size": eval_batch_size})
+            if not parallel.root:  # files and logs are rank 0's
+                callbacks = [cb for cb in callbacks if not getattr(cb, "root_only", False)]
+                progress = verbose = False
+        if verbose:
+            from cnnkit.train.rundir import EpochLog
+
+            extra.append(EpochLog(print))
+        run_epochs(
+            model, loss, optimizer, source, epochs=epochs, batch_size=batch_size, seed=seed, lr_at=lr_at,
+            evaluate_on=sets, eval_batch_size=eval_batch_size, start_epoch=initial_epoch, records=records,
+            callbacks=[history, *callbacks, *extra], progress=progress, parallel=parallel,
+        )
     return history
 
 

@@ -10,6 +10,11 @@ state at an epoch boundary is therefore parameters, buffers, optimiser state and
 a run continued from it (``start_epoch``) repeats the uninterrupted run bit for bit.
 
 The loop knows no files: the run directory (:mod:`cnnkit.train.rundir`) is a callback.
+
+Several processes (:mod:`cnnkit.train.distributed`): ``parallel`` (a
+:class:`~cnnkit.train.distributed.DataParallel`) gives each process its slice of every mini-batch and of
+every evaluation set, sums the weighted gradients of all processes before each step and the tallies after
+each pass; without it the loop is the single-process one, unchanged.
 """
 
 from __future__ import annotations
@@ -107,6 +112,10 @@ class Callback:
     epoch 2: lr 0.05
     """
 
+    #: True for callbacks that write files or logs: with several processes (``fit(distributed=...)``) they run
+    #: on rank 0 only
+    root_only: bool = False
+
     def on_train_begin(self, state: LoopState) -> None:
         """Before the first epoch (of this call; a resumed run starts at ``state.epoch``)."""
 
@@ -127,6 +136,7 @@ class _Tally:
         self.total = self.top1 = self.top5 = 0.0
         self.seen = 0
         self.confusion: np.ndarray | None = None
+        self.k = 0  # outputs per example (0 until a batch was seen)
 
     def add(self, scores: Array, labels: Array, value: float, confusion: bool) -> None:
         n = len(labels)
@@ -134,8 +144,9 @@ class _Tally:
         self.top1 += topk_wrong(scores, labels, 1)
         self.top5 += topk_wrong(scores, labels, 5)
         self.seen += n
+        self.k = int(np.prod(scores.shape[1:]))
         if confusion:
-            k = int(np.prod(scores.shape[1:]))
+            k = self.k
             if self.confusion is None:
                 self.confusion = np.zeros((k, k), dtype=np.int64)
             pred = np.asarray(scores).reshape(n, k).argmax(axis=1)
@@ -159,11 +170,14 @@ def evaluate(
     labels: Array | None = None,
     batch_size: int = 1000,
     progress: bool = False,
+    parallel: Any = None,
 ) -> dict[str, Any]:
     """Loss, top-1/top-5 error, accuracy and confusion matrix of ``model`` in evaluation mode.
 
     ``data``: preprocessed inputs with ``labels``, or a :class:`~cnnkit.data.source.Source`. The
     confusion matrix counts (true class, predicted class); top-5 error is left out with 5 classes or fewer.
+    ``parallel`` (a :class:`~cnnkit.train.distributed.DataParallel`): each process evaluates its contiguous
+    share of the examples and every process returns the figures of the whole set.
 
     Examples
     --------
@@ -176,21 +190,22 @@ def evaluate(
     """
     source = as_source((data, labels) if labels is not None else data)
     n = len(source)
+    lo, hi = (0, n) if parallel is None else parallel.share(n)
     tally = _Tally()
-    k = 0
-    bar = _bar(progress, n, "evaluating")
+    bar = _bar(progress, hi - lo, "evaluating")
     try:
-        for start in range(0, n, batch_size):
-            xb, yb = source.take(np.arange(start, min(start + batch_size, n)))
+        for start in range(lo, hi, batch_size):
+            xb, yb = source.take(np.arange(start, min(start + batch_size, hi)))
             scores = model.forward(xb, train=False)
-            k = int(np.prod(scores.shape[1:]))
             tally.add(scores, yb, loss.forward(scores, yb), confusion=True)
             if bar is not None:
                 bar.update(len(yb))
     finally:
         if bar is not None:
             bar.close()
-    return tally.result(k)
+    if parallel is not None:
+        tally = parallel.reduce_tally(tally, confusion=True)
+    return tally.result(tally.k)
 
 
 def _bar(progress: bool, total: int, desc: str) -> Any:
@@ -223,11 +238,14 @@ def train_epoch(
     batch_size: int,
     seed: int = 0,
     progress: bool = False,
+    parallel: Any = None,
 ) -> dict[str, Any]:
     """One pass over ``source`` in the order ``order``, in mini-batches; returns the training loss and errors.
 
     A source with augmentation gets, for batch b of epoch e, a generator seeded by (seed, e, b).
-    Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite.
+    Raises :class:`TrainingDiverged` as soon as a batch's loss is not finite. With ``parallel`` (a
+    :class:`~cnnkit.train.distributed.DataParallel`) this process runs its slice of every mini-batch, and the
+    step applies the gradient of the whole mini-batch (summed over the processes).
 
     Examples
     --------
@@ -246,27 +264,37 @@ def train_epoch(
     n = len(order)
     bar = _bar(progress, n, f"epoch {state.epoch + 1}/{state.epochs}")
     tally = _Tally()
-    k = 0
     try:
         for b, start in enumerate(range(0, n, batch_size)):
             rng = np.random.default_rng([seed, AUGMENT_STREAM, state.epoch, b]) if source.random else None
-            xb, yb = source.take(order[start : start + batch_size], rng)
-            scores = model.forward(xb, train=True)
-            value = loss.forward(scores, yb)
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"the loss became {value} in epoch {state.epoch + 1}, batch {b + 1}", state.epoch)
-            model.backward(loss.backward())
+            rows = order[start : start + batch_size]
+            if parallel is not None:  # this process's slice, and a generator that draws as for the whole batch
+                rows, rng = parallel.local_batch(model, rows, rng)
+            value = 0.0
+            if len(rows):
+                xb, yb = source.take(rows, rng)
+                scores = model.forward(xb, train=True)
+                value = loss.forward(scores, yb)
+                if parallel is None and not math.isfinite(value):
+                    raise TrainingDiverged(f"the loss became {value} in epoch {state.epoch + 1}, batch {b + 1}", state.epoch)
+                model.backward(loss.backward())
+            if parallel is not None:  # the mini-batch's gradient and mean loss, summed over the processes
+                whole = parallel.reduce_gradients(model, value)
+                if not math.isfinite(whole):
+                    raise TrainingDiverged(f"the loss became {whole} in epoch {state.epoch + 1}, batch {b + 1}", state.epoch)
             optimizer.step()
-            k = int(np.prod(scores.shape[1:]))
-            tally.add(scores, yb, value, confusion=False)
+            if len(rows):
+                tally.add(scores, yb, value, confusion=False)
             if bar is not None:
-                bar.update(len(yb))
-                if b % 10 == 0:
+                bar.update(min(batch_size, n - start))
+                if b % 10 == 0 and tally.seen:
                     bar.set_postfix(loss=f"{tally.total / tally.seen:.4f}", err=f"{100 * tally.top1 / tally.seen:.2f}%")
     finally:
         if bar is not None:
             bar.close()
-    return tally.result(k)
+    if parallel is not None:
+        tally = parallel.reduce_tally(tally, confusion=False)
+    return tally.result(tally.k)
 
 
 def check_finite(model: Model, record: dict[str, Any], epoch: int, optimizer: Any = None) -> None:
@@ -311,13 +339,16 @@ def run_epochs(
     records: list[dict[str, Any]] | None = None,
     callbacks: Sequence[Callback] = (),
     progress: bool = False,
+    parallel: Any = None,
 ) -> LoopState:
     """Train epochs ``start_epoch .. epochs-1``; returns the final :class:`LoopState` (records included).
 
     ``train``: a source or ``(x, y)`` arrays. ``lr_at(epoch)`` gives each epoch's learning rate (the
     optimiser's own is kept without it). ``evaluate_on`` names the sets evaluated after every epoch, e.g.
     ``{"val": ..., "test": ...}`` (record keys ``val_loss``, ``test_top1_error`` ...). ``records`` are those
-    of the epochs before ``start_epoch`` (a resumed run).
+    of the epochs before ``start_epoch`` (a resumed run). ``parallel``: a
+    :class:`~cnnkit.train.distributed.DataParallel` shared by the processes that train together (it is also
+    the first callback).
 
     Examples
     --------
@@ -340,6 +371,8 @@ def run_epochs(
             return base_lr
 
     state = LoopState(model, loss, optimizer, start_epoch, epochs, list(records or []))
+    if parallel is not None:
+        callbacks = [parallel, *callbacks]
     for cb in callbacks:
         cb.on_train_begin(state)
     n = len(source)
@@ -350,13 +383,14 @@ def run_epochs(
         for cb in callbacks:
             cb.on_epoch_begin(state)
         t0 = time.perf_counter()
-        result = train_epoch(state, source, shuffled(n, seed, epoch), batch_size, seed, progress)
+        result = train_epoch(state, source, shuffled(n, seed, epoch), batch_size, seed, progress, parallel)
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.lr, "seconds": round(seconds, 3),
                                   "images_per_s": round(n / max(seconds, 1e-9), 1)}
         record.update({f"train_{k}": v for k, v in result.items()})
         for name, data in sets.items():
-            record.update({f"{name}_{k}": v for k, v in evaluate(model, loss, data, None, eval_batch_size, progress).items()})
+            metrics = evaluate(model, loss, data, None, eval_batch_size, progress, parallel)
+            record.update({f"{name}_{k}": v for k, v in metrics.items()})
         check_finite(model, record, epoch, optimizer)  # never hand a diverged model to the callbacks (checkpoints)
         state.records.append(record)
         for cb in callbacks:

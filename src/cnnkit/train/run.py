@@ -224,11 +224,18 @@ def train(
     progress: bool = True,
     download: bool = False,
     log: Any = print,
+    distributed: Any = None,
 ) -> dict[str, Any]:
     """Run a training configuration end to end; writes ``out/model.npz`` (and ``best.npz`` with ``keep_best``).
 
     Returns the last epoch's record; with ``keep_best`` it also holds ``best_epoch`` and the best model's
     ``best_test_*`` figures.
+
+    ``distributed``: a :class:`~cnnkit.train.distributed.Communicator` (``cnnkit train --distributed`` passes an
+    :class:`~cnnkit.train.distributed.MPICommunicator`): every process runs this function with the same
+    arguments, trains its slice of every mini-batch, and only rank 0 logs and writes ``out``. An error met by
+    one process alone is printed as one line and aborts all; an error met by all (a configuration that differs
+    between processes, a run that cannot be resumed) is raised on rank 0, and the other ranks exit with status 1.
 
     Examples
     --------
@@ -251,17 +258,31 @@ def train(
     >>> record["epoch"], record["test_accuracy"], files
     (5, 1.0, ['checkpoint.npz', 'config.json', 'metrics.jsonl', 'model.npz'])
     """
+    from cnnkit.train.distributed import as_parallel
+
+    parallel = as_parallel(distributed)
+    if parallel is not None:
+        with parallel.guard(quiet_followers=True):
+            return _train(config, out, data_dir, resume, progress and parallel.root, download,
+                          log if parallel.root else (lambda line: None), parallel)
+    return _train(config, out, data_dir, resume, progress, download, log, None)
+
+
+def _train(config: TrainConfig, out: str | Path, data_dir: str | None, resume: bool, progress: bool, download: bool, log: Any,
+           parallel: Any) -> dict[str, Any]:
     from cnnkit.models import create, resolve
     from cnnkit.models.file import load_model, save_model
     from cnnkit.nn import SoftmaxCrossEntropy
     from cnnkit.train.fit import check_fits, evaluate
 
+    root = parallel is None or parallel.root
     config = config.resolved()
     data = load_data(config, data_dir, download, need_test=config.val_split is None)
     model_def = resolve(config.model, data.image_shape)
     dtype = np.dtype(config.dtype)
     _check_memory(config, data.image_shape)
-    model = create(config.model, np.random.default_rng(config.seed), dtype, input_shape=data.image_shape)
+    model = create(config.model, np.random.default_rng(config.seed), dtype, input_shape=data.image_shape, init=config.init,
+                   bn_eps=config.bn_eps)
     check_fits(model, data.train)
     if config.init_from and not (resume and (Path(out) / "checkpoint.npz").exists()):
         start = load_model(config.init_from)
@@ -276,7 +297,9 @@ def train(
                    extra=meta, spec=model_def.spec)
 
     trainer = Trainer(config, model, SoftmaxCrossEntropy(), data.train, data.test, out, progress=progress, log=log,
-                      save_best=lambda m: save(m, "best.npz"))
+                      save_best=lambda m: save(m, "best.npz"), distributed=parallel)
+    if not root:  # rank 0 writes the run directory
+        return dict(trainer.run(resume=resume))
     Path(out).mkdir(parents=True, exist_ok=True)
     trainer.run_dir.lock()  # held until model.npz is written
     try:
@@ -412,7 +435,12 @@ def predict_files(
     from cnnkit.models.file import load_model
     from cnnkit.train.fit import predict
 
-    model_file = load_model(path)
+    if Path(path).suffix.lower() == ".onnx":  # run on cnnkit's engine, as any model file
+        from cnnkit.onnx import load_model_file
+
+        model_file = load_model_file(path)
+    else:
+        model_file = load_model(path)
     net, shape = model_file.network, model_file.input_shape
     if shape is None or len(shape) != 3:
         raise MismatchError(f"{path} does not record an image input shape (H, W, C), so image files cannot be fed to it")

@@ -16,11 +16,30 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CheckpointError, quote
+from cnnkit.limits import LIMITS
 from cnnkit.protocols import Model
-from cnnkit.serialize import atomic_write_text, remove_stale_temporaries
+from cnnkit.serialize import atomic_write_text, open_regular, remove_stale_temporaries
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
-from cnnkit.train.config import TrainConfig
+from cnnkit.train.config import LEGACY_DEFAULTS, TrainConfig
 from cnnkit.train.loop import Callback, LoopState
+
+
+def config_bytes() -> int:
+    """The size a ``config.json`` may have: its longest entry is a network string (``LIMITS.spec_chars``
+    characters, each at most 6 bytes escaped), the rest is a few hundred bytes; 1 MiB at least.
+
+    Examples
+    --------
+    >>> from cnnkit.limits import LIMITS
+    >>> from cnnkit.train.rundir import config_bytes
+    >>> config_bytes() >= max(1 << 20, 6 * LIMITS.spec_chars)
+    True
+    >>> old, LIMITS.spec_chars = LIMITS.spec_chars, 1_000_000  # longer network strings allowed: larger files
+    >>> config_bytes()  # 6 * 1_000_000 + 64 KiB
+    6065536
+    >>> LIMITS.spec_chars = old
+    """
+    return max(1 << 20, 6 * LIMITS.spec_chars + (64 << 10))
 
 
 class RunDirectory(Callback):
@@ -53,6 +72,8 @@ class RunDirectory(Callback):
     ['checkpoint.npz', 'config.json', 'metrics.jsonl']
     2 [1, 2] True
     """
+
+    root_only = True
 
     def __init__(self, path: str | Path, config: TrainConfig, title: str = "", stateful: Sequence[Any] = ()) -> None:
         self.path = Path(path)
@@ -138,14 +159,20 @@ class RunDirectory(Callback):
 
     def _resume(self, model: Model, optimizer: Any) -> tuple[int, list[dict[str, Any]]]:
         try:
-            saved = TrainConfig.from_dict(json.loads(self.config_path.read_text(encoding="utf-8")))
+            with open_regular(self.config_path, CheckpointError, config_bytes()) as f:  # not a FIFO, not megabytes
+                saved_dict = json.loads(f.read().decode("utf-8"))
+            if isinstance(saved_dict, dict):  # a run from before an entry existed ran as its absence then meant
+                saved_dict = {**LEGACY_DEFAULTS, "init": self.config.init, **saved_dict}
+            saved = TrainConfig.from_dict(saved_dict)
         except FileNotFoundError:
             raise CheckpointError(f"{self.path} has a checkpoint but no config.json; it cannot be resumed") from None
+        except CheckpointError:
+            raise
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise CheckpointError(f"{self.config_path}: cannot be read as a run configuration ({quote(str(exc), 150)})") from None
         diff = saved.differences(self.config)
         if diff:
-            raise ValueError(f"--resume: the run in {self.path} was started with other settings (saved, now): {diff}")
+            raise CheckpointError(f"--resume: the run in {self.path} was started with other settings (saved, now): {quote(diff, 300)}")
         meta = load_checkpoint(self.checkpoint_path, model, optimizer)
         states = meta.get("callbacks") or []
         if not isinstance(states, list):
@@ -164,7 +191,7 @@ class RunDirectory(Callback):
         if "records" in meta:
             records = meta["records"]
         elif self.metrics_path.exists():  # checkpoints written before records were stored in them
-            records = [json.loads(s) for s in self.metrics_path.read_text().splitlines() if s.strip()]
+            records = self._read_metrics()
         else:
             records = []
         records = [r for r in records if r["epoch"] <= done]
@@ -172,6 +199,19 @@ class RunDirectory(Callback):
         if meta.get("stopped"):  # ended by early stopping: there is nothing left to run
             return max(done, self.config.epochs), records
         return done, records
+
+    def _read_metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl``: one object per line, each with an integer ``epoch``."""
+        try:
+            with open_regular(self.metrics_path, CheckpointError, LIMITS.meta_bytes) as f:
+                records = [json.loads(s) for s in f.read().decode("utf-8").splitlines() if s.strip()]
+        except CheckpointError:
+            raise
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise CheckpointError(f"{self.metrics_path}: cannot be read as per-epoch records ({quote(str(exc), 150)})") from None
+        if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in records):
+            raise CheckpointError(f"{self.metrics_path}: every line must be an object with an integer 'epoch'")
+        return records
 
     # -- after every epoch --------------------------------------------------------------------
     def on_epoch_end(self, state: LoopState, record: dict[str, Any]) -> None:
@@ -206,6 +246,8 @@ class EpochLog(Callback):
     ...                "test_loss": 0.2, "test_top1_error": 0.04})
     'epoch   3  train loss 0.1234 err 2.50%  1500 img/s  | test loss 0.2000 err 4.00%'
     """
+
+    root_only = True
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self.log = log

@@ -10,7 +10,7 @@ from typing import Any
 from cnnkit.backend import Array
 from cnnkit.data.source import Source
 from cnnkit.protocols import LossFunction, Model
-from cnnkit.train.callbacks import EarlyStopping, KeepBest
+from cnnkit.train.callbacks import EarlyStopping, GradientNorms, KeepBest, MomentumReset
 from cnnkit.train.config import TrainConfig
 from cnnkit.train.fit import fit
 from cnnkit.train.loop import Callback, TrainingDiverged
@@ -24,6 +24,10 @@ class Trainer:
     may be None). With ``config.val_split`` the validation set is held out of ``train``. The optimiser is
     built from the configuration when the trainer is, so it can be inspected (or wrapped) before :meth:`run`.
     ``save_best(model)`` writes the best model when ``config.keep_best`` is set.
+
+    ``distributed`` (a :class:`~cnnkit.train.distributed.Communicator` or ``DataParallel``): this process is one
+    of several training together (:mod:`cnnkit.train.distributed`); they compare their configurations first, and
+    only rank 0 reads and writes the run directory and logs (it sends a resumed state to the others).
 
     Examples
     --------
@@ -58,13 +62,22 @@ class Trainer:
         validation: Source | tuple[Array, Array] | None = None,
         callbacks: Sequence[Callback] = (),
         save_best: Callable[[Any], None] | None = None,
+        distributed: Any = None,
     ) -> None:
+        from cnnkit.train.distributed import as_parallel
+
+        self.parallel = as_parallel(distributed)
+        self.root = self.parallel is None or self.parallel.root
         self.config = config.resolved()
         self.model, self.loss = model, loss
         self.train, self.test, self.validation = train, test, validation
         self.progress, self.log = progress, log
         self.optimizer = self.config.make_optimizer(model)
         self.callbacks: list[Callback] = list(callbacks)
+        if self.config.momentum_reset:  # MatConvNet's cnn_train: every epoch starts with zero momentum
+            self.callbacks.insert(0, MomentumReset())
+        if self.config.grad_norms:  # before the run directory, which writes the records
+            self.callbacks.append(GradientNorms(self.config.grad_norms))
         watched = self.config.val_split is not None or validation is not None
         if self.config.early_stopping is not None:
             if not watched:
@@ -74,7 +87,7 @@ class Trainer:
         if self.config.keep_best:
             if not watched:
                 raise ValueError("--keep-best keeps the model with the lowest validation loss: give --val-split (or validation data)")
-            self.keep_best = KeepBest("val_loss", save=save_best)
+            self.keep_best = KeepBest("val_loss", save=save_best if self.root else None)
             self.callbacks.append(self.keep_best)
         self.run_dir = RunDirectory(out, self.config, title=f"{self.config.model} on {self.config.data}", stateful=self.callbacks)
         self.records: list[dict[str, Any]] = []
@@ -90,15 +103,23 @@ class Trainer:
 
     def _run(self, resume: bool) -> dict[str, Any]:
         cfg = self.config
-        start, self.records = self.run_dir.start(self.model, self.optimizer, resume)
-        if start:
+        par = self.parallel
+        if par is None:
+            start, self.records = self.run_dir.start(self.model, self.optimizer, resume)
+        else:
+            with par.guard():
+                par.check_same(config=cfg.to_dict(), resume=resume)
+                start, self.records = par.start_run(self.run_dir, self.model, self.optimizer, resume)
+        if start and self.root:
             self.log(f"resuming {self.run_dir.path} after epoch {start}")
+        files = [self.run_dir, EpochLog(self.log)] if self.root else []
         try:
             history = fit(
                 self.model, self.train, cfg.epochs, cfg.batch_size, self.loss, self.optimizer,
                 validation_data=self.validation, validation_split=cfg.val_split, test_data=self.test,
-                callbacks=[*self.callbacks, self.run_dir, EpochLog(self.log)], seed=cfg.seed, schedule=cfg.make_schedule(),
-                initial_epoch=start, records=self.records, eval_batch_size=cfg.eval_batch_size, progress=self.progress,
+                callbacks=[*self.callbacks, *files], seed=cfg.seed, schedule=cfg.make_schedule(),
+                initial_epoch=start, records=self.records, eval_batch_size=cfg.eval_batch_size,
+                progress=self.progress and self.root, distributed=par,
             )
         except TrainingDiverged as exc:
             raise TrainingDiverged(f"{exc}; {self.run_dir.kept(exc.epoch)}", exc.epoch) from None
