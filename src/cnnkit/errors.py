@@ -13,6 +13,7 @@ was expected. The command line prints any of them as one line and exits with sta
 ``CheckpointError``      a checkpoint (or run directory) that cannot be resumed
 ``DatasetError``         a dataset file that is missing, corrupt or malformed (:mod:`cnnkit.data`)
 ``MissingDependencyError``    an optional package a feature needs is not installed (names the extra)
+``OnnxError``            an ONNX graph cnnkit cannot import or a network it cannot export (:mod:`cnnkit.onnx`)
 =======================  ====================================================================
 
 Examples
@@ -27,18 +28,62 @@ True
 
 from __future__ import annotations
 
+import reprlib
+
 MAX_QUOTE = 200
 """Characters of a received value quoted in a message at most (see :func:`quote`)."""
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr (a few levels, a few items each), an integer too long to print named by its size."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        return f"<int of {x.bit_length():,} bits>" if x.bit_length() > 4096 else super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, MAX_QUOTE, MAX_QUOTE, 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = 8
+
+
+def _cheap_repr(value: object, budget: int = 10_000) -> bool:
+    """Whether ``repr(value)`` is cheap: at most ``budget`` items counted through containers (a shared one once
+    per use), and no integer too long to print."""
+    stack, n = [value], 0
+    while stack:
+        v = stack.pop()
+        n += 1
+        if n > budget:
+            return False
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            stack.extend(v)
+        elif isinstance(v, int) and v.bit_length() > 4096:
+            return False
+    return True
 
 
 def quote(value: object, limit: int = MAX_QUOTE) -> str:
     """``repr(value)``, shortened to ``limit`` characters with the length said, for error messages.
 
+    A value whose repr would be costly (a container of many items, or one that shares itself many times over;
+    an integer too long to print) is shown a few levels deep and a few items wide instead, so quoting what a
+    file holds costs little whatever it holds.
+
     Examples
     --------
     >>> quote("x" * 1000, 20)
     "'xxxxxxxxxxxxxx... (1002 characters)"
+    >>> quote(list(range(100_000)), 40)
+    '[0, 1, 2, 3, 4, 5, 6, 7, ...]'
+    >>> quote(10**5000)
+    '<int of 16,610 bits>'
     """
+    if isinstance(value, (list, tuple, dict, set, frozenset, int)) and not _cheap_repr(value):
+        text = _SHORT.repr(value)
+        return text if len(text) <= limit else f"{text[: max(limit - 5, 1)]}..."
     text = repr(value)
     if len(text) <= limit:
         return text
@@ -152,6 +197,19 @@ class CheckpointError(CnnkitError, ValueError):
     --------
     >>> from cnnkit.errors import CheckpointError, CnnkitError
     >>> err = CheckpointError("runs/a/last.npz: written by another run")
+    >>> isinstance(err, CnnkitError), isinstance(err, ValueError)
+    (True, True)
+    """
+
+
+class OnnxError(CnnkitError, ValueError):
+    """An ONNX graph cnnkit cannot represent (every unsupported operator or attribute, each with its node), or a
+    network with a layer that has no ONNX form (its dotted path and class); see :mod:`cnnkit.onnx`.
+
+    Examples
+    --------
+    >>> from cnnkit.errors import CnnkitError, OnnxError
+    >>> err = OnnxError("m.onnx: unsupported: node 'lstm_1' (LSTM): operator LSTM")
     >>> isinstance(err, CnnkitError), isinstance(err, ValueError)
     (True, True)
     """

@@ -9,6 +9,7 @@ sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import stat
 import uuid
 import zipfile
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -193,6 +195,9 @@ class ArrayHeader:
     nbytes: int
 
 
+DEFLATE_RATIO = 1032
+"""The most one byte of deflate data decompresses to (a zip member of n compressed bytes holds at most this times n)."""
+
 #: kinds of dtype an archive may hold: booleans, integers, floats, complex numbers, fixed-width text (never objects or structures)
 ALLOWED_KINDS = frozenset("biufcSU")
 
@@ -228,6 +233,15 @@ class NpzReader:
                 raise error(f"{self.path}: not {what} ({_short(exc)})") from None
             if len(infos) > LIMITS.members:
                 raise error(f"{self.path}: {len(infos):,} members, over the limit of {LIMITS.members:,} (CNNKIT_MAX_MEMBERS)")
+            size = os.fstat(self._file.fileno()).st_size
+            for info in infos:  # sizes the directory declares against what the archive can hold, before trusting them
+                held = info.compress_size
+                if held > size or info.header_offset > size:
+                    raise error(f"{self.path}: member {quote(info.filename, 80)} declares {held:,} bytes in an archive of {size:,}")
+                if (info.compress_type == zipfile.ZIP_STORED and info.file_size != held) or (
+                        info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > DEFLATE_RATIO * held + 1024):
+                    raise error(f"{self.path}: member {quote(info.filename, 80)} declares {info.file_size:,} bytes, "
+                                f"which its {held:,} stored bytes cannot hold")
             declared = sum(i.file_size for i in infos)
             check_size(declared, LIMITS.file_bytes + LIMITS.meta_bytes, f"{self.path}: its members", error=error)
             self.headers: dict[str, ArrayHeader] = {}
@@ -306,10 +320,15 @@ class NpzReader:
             raise self._fail("its metadata is not a byte string")
         check_size(h.nbytes, LIMITS.meta_bytes, f"{self.path}: its metadata", "meta_bytes", self.error)
         raw = self.read_meta_bytes(h)
+        collecting = gc.isenabled()
+        gc.disable()  # JSON makes no cycles; the collector would go over every list made so far, again and again
         try:
             meta = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise self._fail(f"its metadata is not JSON ({_short(exc)})") from None
+        finally:
+            if collecting:
+                gc.enable()
         if not isinstance(meta, dict):
             raise self._fail(f"its metadata must be an object, got {type(meta).__name__}")
         if json_depth(meta) > LIMITS.json_depth:
@@ -348,15 +367,11 @@ def json_depth(value: Any) -> int:
     (4, 0)
     """
     depth = 0
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            depth = max(depth, d)
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            depth = max(depth, d)
-            stack.extend((x, d + 1) for x in v)
+    level = [value] if isinstance(value, (dict, list)) else []
+    while level:  # one level at a time, no tuple per value: millions of values take a fraction of a second
+        depth += 1
+        level = [x for x in chain.from_iterable(v.values() if isinstance(v, dict) else v for v in level)
+                 if isinstance(x, (dict, list))]
     return depth
 
 

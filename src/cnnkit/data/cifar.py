@@ -95,6 +95,12 @@ MAX_PICKLE_OPCODES = 1_000_000
 """Opcodes one python batch may hold (a CIFAR-10 batch has about 100,000): bounds the time spent and, as
 every memo entry, stack item and container costs an opcode, the memo, the stack and the objects built."""
 
+PICKLE_OPCODES_FREE = 20_000
+PICKLE_BYTES_PER_OPCODE = 64
+"""Beyond its first :data:`PICKLE_OPCODES_FREE` opcodes, a batch may hold one opcode per this many bytes (a CIFAR-10
+batch holds one per ~500: its pixels are one opcode). The interpreter takes microseconds per opcode, so a small
+file dense with opcodes would otherwise take far longer to refuse than a genuine 30 MB batch takes to read."""
+
 MAX_PICKLE_DEPTH = 64
 """Nesting of MARKs and of containers in one batch (a CIFAR-10 batch nests 4 deep)."""
 
@@ -158,7 +164,8 @@ class RestrictedUnpickler:
     bytes by the reader itself, with its shape checked against those bytes and only plain numeric dtypes
     (bool, integers, floats) allowed. Any other global (``os.system``), a REDUCE of anything else, INST,
     OBJ, NEWOBJ, persistent ids or extension codes raise :class:`UnsafePickleError`; any other opcode, a
-    malformed or truncated stream, more than :data:`MAX_PICKLE_OPCODES` opcodes or nesting deeper than
+    malformed or truncated stream, more than :data:`MAX_PICKLE_OPCODES` opcodes (or one per
+    :data:`PICKLE_BYTES_PER_OPCODE` bytes beyond the first :data:`PICKLE_OPCODES_FREE`) or nesting deeper than
     :data:`MAX_PICKLE_DEPTH` raise DatasetError. Every length the stream declares is bounded by the bytes
     actually there. Python 2 strings (``str``) are returned as ``bytes``, as the CIFAR-10 files need.
 
@@ -181,9 +188,15 @@ class RestrictedUnpickler:
 
     def load(self) -> object:
         """The data the pickle holds (at most ``LIMITS.file_bytes`` of it are read)."""
-        data = self.file.read(LIMITS.file_bytes + 1)
-        check_limit(len(data), LIMITS.file_bytes, f"{self.source}: the pickle", error=DatasetError)
-        return _PickleReader(bytes(data), self.source).run()
+        chunks, size = [], 0
+        while size <= LIMITS.file_bytes:  # in chunks: read(n) of a file allocates n bytes before it reads any
+            chunk = self.file.read(min(1 << 24, LIMITS.file_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        check_limit(size, LIMITS.file_bytes, f"{self.source}: the pickle", error=DatasetError)
+        return _PickleReader(b"".join(chunks), self.source).run()
 
 
 class _PickleReader:
@@ -214,11 +227,14 @@ class _PickleReader:
         f = io.BytesIO(self.data)
         ops = pickletools.genops(f)
         count = 0
+        limit = min(MAX_PICKLE_OPCODES, PICKLE_OPCODES_FREE + len(self.data) // PICKLE_BYTES_PER_OPCODE)
         try:
             for opcode, arg, pos in ops:
                 count += 1
-                if count > MAX_PICKLE_OPCODES:
-                    raise self.bad(f"more than {MAX_PICKLE_OPCODES:,} opcodes (a CIFAR-10 batch has about 100,000)")
+                if count > limit:
+                    raise self.bad(f"more than {limit:,} opcodes in {len(self.data):,} bytes (a CIFAR-10 batch has about "
+                                   f"100,000 in 30 MB; at most {MAX_PICKLE_OPCODES:,}, and one per {PICKLE_BYTES_PER_OPCODE} "
+                                   f"bytes beyond the first {PICKLE_OPCODES_FREE:,})")
                 name = opcode.name
                 if name == "STOP":
                     result = self.data_value(self.pop())
@@ -577,7 +593,7 @@ def _key(d: object, key: str, source: str | os.PathLike) -> object:
     for k in (key.encode(), key):
         if k in d:
             return d[k]
-    raise DatasetError(f"{source}: CIFAR-10 batch lacks the key {key!r}; it has {quote(sorted(map(repr, d)))}")
+    raise DatasetError(f"{source}: CIFAR-10 batch lacks the key {key!r}; it has {quote(sorted(quote(k, 60) for k in list(d)[:20]))}")
 
 
 def _planes_to_nhwc(rows: np.ndarray) -> np.ndarray:
@@ -612,6 +628,14 @@ def decode_python_batch(data: bytes, source: str | os.PathLike = "<bytes>") -> t
         raise DatasetError(f"{source}: b'data' must be a uint8 array of shape (n, {PIXELS}), got {got}")
     if not isinstance(labels, (list, tuple, np.ndarray)) or (isinstance(labels, np.ndarray) and labels.dtype.kind not in "iub"):
         raise DatasetError(f"{source}: b'labels' must be a list of integers, got {type(labels).__name__}")
+    if isinstance(labels, (list, tuple)):
+        # one integer per image, checked before NumPy sees it: nested lists sharing each other (the memo makes
+        # that cheap to write) would make np.asarray build an array of exponential size
+        if len(labels) != pixels.shape[0]:
+            raise DatasetError(f"{source}: {pixels.shape[0]} images but {len(labels)} labels")
+        bad = next((x for x in labels if not isinstance(x, int)), None)
+        if bad is not None:
+            raise DatasetError(f"{source}: b'labels' must be a list of integers, got an item {quote(bad, 80)}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError) as e:
@@ -687,9 +711,10 @@ def _read(path: str | os.PathLike, limit: int | None = None) -> bytes:
     """The bytes of ``path``: a regular file of at most ``limit`` bytes (default ``LIMITS.file_bytes``)."""
     limit = LIMITS.file_bytes if limit is None else limit
     with open_file(path, limit) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:  # it grew after it was opened
-        check_limit(len(data), limit, f"{path}", error=DatasetError)
+        size = os.fstat(f.fileno()).st_size  # within the limit (open_file checked it)
+        data = f.read(size + 1)  # not read(limit + 1): that allocates the whole limit before reading a byte
+    if len(data) != size:
+        raise DatasetError(f"{path}: changed while being read ({size:,} bytes, then {len(data):,})")
     return data
 
 

@@ -166,11 +166,22 @@ def _check_magic(magic: bytes, source: str | os.PathLike) -> int:
     return 4 + 4 * ndim
 
 
+MAX_DIMS = 32
+"""Dimensions an IDX array may have (NumPy's own limit is 64; MNIST's files have 1 or 3)."""
+
+DEFLATE_RATIO = 1032
+"""The most one byte of deflate data can decompress to: a gzip file of n bytes holds at most this many times n."""
+
+
 def _declared(head: bytes, source: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...], int]:
     """dtype, shape and payload bytes of a complete header, the payload checked against the limit."""
     dtype, dims = IDX_TYPES[head[2]], tuple(int(d) for d in np.frombuffer(head, dtype=">u4", offset=4))
     nbytes = math.prod(dims) * dtype.itemsize  # Python integers: 255 sizes of 2**32 - 1 do not wrap around
     check_limit(nbytes, LIMITS.file_bytes, f"{source}: the IDX header's shape {quote(dims, 120)} of {dtype.name}", error=DatasetError)
+    if len(dims) > MAX_DIMS:
+        raise DatasetError(f"{source}: the IDX header declares {len(dims)} dimensions; at most {MAX_DIMS} are accepted")
+    if math.prod(d for d in dims if d) * dtype.itemsize >= 2**63:  # NumPy refuses such a shape even when a size is 0
+        raise DatasetError(f"{source}: the IDX header's shape {quote(dims, 120)} is not one an array can have")
     return dtype, dims, nbytes
 
 
@@ -267,6 +278,11 @@ def read_idx(path: str | os.PathLike, size: int | None = None, md5: str | None =
             dtype, dims, nbytes = _declared(bytes(head), path)
             if not compressed and stored - header != nbytes:  # the file's real size, before allocating
                 raise _size_error(path, dims, dtype, header, stored - header)
+            if compressed and header + nbytes > DEFLATE_RATIO * stored:  # what the gzip file could hold, before allocating
+                raise DatasetError(
+                    f"{path}: truncated: the IDX header declares shape {quote(dims, 120)} of {dtype.name} ({nbytes:,} bytes), "
+                    f"more than a {stored:,}-byte gzip file can hold (deflate expands at most {DEFLATE_RATIO}:1)"
+                )
             flat = np.empty(nbytes // dtype.itemsize, dtype=dtype)
             got = reader.read_fully(flat.view(np.uint8).data)
             if got < nbytes:

@@ -231,8 +231,53 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
                 w, h = im.size
         except Exception as exc:  # see decode_image
             raise _decode_error(path, exc, image) from None
-    _check_pixels(path, h, w)
+        _check_pixels(path, h, w)
+        _check_png(f, path)
     return h, w
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+DEFLATE_RATIO = 1032
+"""The most one byte of deflate data decompresses to."""
+
+
+def _check_png(f: BinaryIO, path: Path) -> None:
+    """DatasetError for a PNG whose image data cannot decompress to the pixels its header declares.
+
+    Pillow decodes the rows a PNG's data holds and leaves the rest blank, in the declared size: a file of a few
+    hundred bytes would become an image of tens of millions of pixels. The chunks' headers are read (not their
+    data), their IDAT bytes added up, and compared with what the declared size needs, before anything is decoded.
+    Other files, and PNGs too malformed to tell, are left to Pillow."""
+    start = f.tell()
+    try:
+        f.seek(0)
+        if f.read(8) != PNG_MAGIC:
+            return
+        size = os.fstat(f.fileno()).st_size
+        ihdr, idat = b"", 0
+        while f.tell() + 8 <= size:
+            head = f.read(8)
+            n, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"IHDR" and not ihdr:
+                ihdr = f.read(min(n, 13))
+                f.seek(n - len(ihdr) + 4, os.SEEK_CUR)
+                continue
+            if kind == b"IDAT":
+                idat += n
+            elif kind == b"IEND":
+                break
+            f.seek(n + 4, os.SEEK_CUR)
+    finally:
+        f.seek(start)
+    channels = _PNG_CHANNELS.get(ihdr[9]) if len(ihdr) == 13 else None
+    if channels is None:
+        return
+    width, height, depth = int.from_bytes(ihdr[:4], "big"), int.from_bytes(ihdr[4:8], "big"), ihdr[8]
+    need = height * ((width * depth * channels + 7) // 8)  # the pixels' bytes, without each row's filter byte
+    if need > DEFLATE_RATIO * idat + 1024:
+        raise DatasetError(f"{path}: truncated image data: the PNG declares {width} x {height} pixels ({need:,} bytes) but holds "
+                           f"{idat:,} bytes of compressed image data, which decompress to at most {DEFLATE_RATIO * idat:,}")
 
 
 def _decode_error(path: Path, exc: BaseException, image: ModuleType) -> DatasetError:
@@ -279,6 +324,7 @@ def decode_image(path: str | os.PathLike, color: str, size: tuple[int, int] | No
         try:
             with image.open(f, formats=IMAGE_FORMATS) as im:
                 _check_pixels(path, im.size[1], im.size[0])  # from the header: nothing decoded yet
+                _check_png(f, path)
                 im = im.convert(mode)
                 if size is not None and im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), resample_filter())
