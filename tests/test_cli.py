@@ -13,7 +13,6 @@ touches the network: the download case replaces ``urllib.request.urlopen``.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import re
@@ -117,7 +116,8 @@ def test_no_command_or_unknown_command_is_a_usage_error() -> None:
         ("predict", ["model_file", "images", "--top", "--json"]),
         ("summary", ["model", "--input-shape"]),
         ("data", ["list", "verify", "download", "--data-dir"]),
-        ("bench", ["--threads", "--min-time", "--no-torch", "--no-layers", "--memory", "--scaling", "--json"]),
+        ("bench", ["--threads", "--rounds", "--min-time", "--no-torch", "--no-ort", "--layers", "--no-memory", "--ex156",
+                   "--scaling", "--json", "--markdown"]),
         ("experiment", ["ex15.6", "--parts", "--out", "--executor", "--workers", "--threads", "--epochs",
                         "--max-train", "--test-limit"]),
     ],
@@ -516,47 +516,28 @@ def test_data_bad_arguments(args: list[str], fragments: list[str], tmp_path: Pat
 
 # -- bench ------------------------------------------------------------------------------------------
 
-def test_bench_in_process_with_tiny_workloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole ``cnnkit bench`` path (arguments, table, JSON file) on tiny work.
+def test_bench_with_tiny_workloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole ``cnnkit bench`` path (arguments, child processes, table, JSON and Markdown files) on tiny work:
+    the networks are swapped for two tiny ones (the children get them in their jobs), one round, cnnkit only."""
+    from cnnkit.bench import runner
+    from cnnkit.bench.workloads import Network
 
-    A real run needs at least five calls of every workload (two warm-ups, three timed) even with
-    ``--min-time 0``: about 25 s here. So each measurement is made one call, and each network step runs on a
-    batch of 2 instead of 100 or 64.
-    """
-    import cnnkit.bench as bench
-    from cnnkit.bench import harness
-    from cnnkit.bench.engines import cnnkit_engine
-
-    def one_call(fn, min_time: float = 1.0, warmup: int = 2, min_repeats: int = 3) -> float:
-        import time
-
-        t = time.perf_counter()
-        fn()
-        return max(time.perf_counter() - t, 1e-9)
-
-    real_step = cnnkit_engine.cnnkit_step
-    monkeypatch.setattr(harness, "timeit", one_call)
-    monkeypatch.setattr(cnnkit_engine, "cnnkit_step", lambda spec, shape, batch, train: real_step(spec, shape, 2, train))
-    out = tmp_path / "bench.json"
-    # bench pins BLAS (threadpoolctl) and PyTorch threads for the rest of the process: undo that afterwards
-    from threadpoolctl import threadpool_limits
-
-    torch = importlib.import_module("torch") if bench.have_torch() else None
-    torch_threads = torch.get_num_threads() if torch is not None else None
-    try:
-        with threadpool_limits(limits=None):  # restores the original BLAS limits on exit
-            r = cli(["bench", "--no-torch", "--no-layers", "--min-time", "0", "--threads", "1", "--json", out])
-    finally:
-        if torch is not None:
-            torch.set_num_threads(torch_threads)
+    tiny = (Network("tiny training, batch 2", "conv3x3x1x4,relu,pool2,fc10", (8, 8, 1), 2, True),
+            Network("tiny inference, batch 2", "conv3x3x1x4,relu,pool2,fc10", (8, 8, 1), 2, False))
+    monkeypatch.setattr(runner, "NETWORKS", tiny)
+    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
+    r = cli(["bench", "--no-torch", "--no-ort", "--no-memory", "--min-time", "0", "--threads", "1", "--rounds", "1",
+             "--json", out, "--markdown", md])
     assert r.code == 0, r.err
-    assert "SGEMM ceiling" in r.out and "BASE training step, batch 100" in r.out
+    assert "SGEMM ceiling" in r.out and "tiny training, batch 2" in r.out and "not measured" in r.out
     results = json.loads(out.read_text())
-    assert results["info"]["threads"] == 1 and "torch" not in results["info"]
-    assert results["sgemm_gflops"] > 0
-    names = [row["name"] for row in results["rows"]]
-    assert len(names) == 4 and names[0] == "BASE training step, batch 100"
-    assert all(row["cnnkit"] > 0 and row["torch_nchw"] is None for row in results["rows"])
+    assert results["info"]["options"]["threads"] == [1] and results["info"]["engines"] == ["cnnkit"]
+    (run,) = results["runs"]
+    assert run["threads"] == 1 and run["sgemm_gflops"] > 0 and not run["failed"]
+    assert [row["name"] for row in run["rows"]] == [n.name for n in tiny]
+    assert all(row["cnnkit"] > 0 and row["torch_nchw"] is None and row["ratio"] is None for row in run["rows"])
+    assert all(len(row["raw_seconds"]["cnnkit"]) == 1 for row in run["rows"])  # one round of per-call times
+    assert "| tiny inference, batch 2 | img/s |" in md.read_text()
 
 
 @pytest.mark.parametrize(
@@ -565,6 +546,11 @@ def test_bench_in_process_with_tiny_workloads(tmp_path: Path, monkeypatch: pytes
         (["--threads", "0"], ["argument --threads"]),
         (["--threads", "-1"], ["argument --threads"]),
         (["--threads", "many"], ["argument --threads"]),
+        (["--threads", "1,0"], ["argument --threads"]),
+        (["--threads", "100000"], ["argument --threads", "at most"]),
+        (["--rounds", "0"], ["argument --rounds"]),
+        (["--ex156", "/nonexistent/ex156"], ["--ex156", "not a directory"]),
+        (["--markdown", "/nonexistent/dir/b.md"], ["--markdown", "does not exist"]),
         (["--min-time", "fast"], ["argument --min-time"]),
         (["--bogus"], ["unrecognized arguments: --bogus"]),
         (["extra"], ["unrecognized arguments: extra"]),

@@ -46,6 +46,9 @@ DOCUMENTED: tuple[str, ...] = (
     "cnnkit.jit",
     "cnnkit.nn",
     "cnnkit.train",
+    "cnnkit.inspect",
+    "cnnkit.interop",
+    "cnnkit.experiment",
 )
 """Packages (or modules) whose public functions and classes must each carry an Examples section."""
 
@@ -53,14 +56,23 @@ DOCUMENTED: tuple[str, ...] = (
 # (seconds), and it could run only with numba installed (without it the names are None). The ops reach them
 # through cnnkit.jit.usable, whose example runs either way, and the ops' examples and tests exercise them.
 _JIT_KERNELS = {
-    "optim": ("sgd_momentum_",),
+    "activation": ("bias_relu_", "relu_backward", "relu_forward"),
+    "conv": (
+        "depthwise_backward_input",
+        "depthwise_backward_weight",
+        "depthwise_forward",
+        "im2row_gather",
+        "wino_gather",
+        "wino_scatter",
+    ),
+    "optim": ("adam_", "sgd_momentum_"),
     "pool": ("maxpool_backward", "maxpool_backward_disjoint", "maxpool_forward"),
     "scatter": ("row2im_add",),
 }
 
 EXEMPT: dict[str, str] = {
     **{f"cnnkit.jit.{m}.{n}": "numba kernel: compiled on first call, None without numba" for m, ns in _JIT_KERNELS.items() for n in ns},
-    **{f"cnnkit.jit.{n}": "numba kernel, re-exported by cnnkit.jit" for ns in _JIT_KERNELS.values() for n in ns},
+    **{f"cnnkit.jit.{n}": "numba kernel, re-exported by cnnkit.jit" for m, ns in _JIT_KERNELS.items() if m != "conv" for n in ns},
 }
 """Fully qualified public names exempt from the Examples rule, with the reason."""
 

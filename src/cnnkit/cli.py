@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run directory (default: runs/<model>-<data>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    from cnnkit.train.distributed import add_distributed_flag
+
+    add_distributed_flag(t)
 
     e = sub.add_parser("eval", help="evaluate a trained model on a dataset split",
                        description="Evaluate a model file (or a run directory's model.npz).")
@@ -240,41 +243,93 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--size", default=None, type=_size_arg, metavar="HxW",
                     help="size the images are resized to (bilinear, as in training); must be the model's input size (default: that)")
     pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--score-map", action="store_true",
+                    help="slide the network (fully connected layers as convolutions) over an image larger than its input: "
+                         "a map of class scores at the network's stride")
+    pr.add_argument("--out", default=None, help="with --score-map: a PNG of the class map and per-class heat maps")
 
     s = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory, receptive fields",
                        description="Summarise a model name, a network string, a model file or a run directory.")
     s.add_argument("model", help="model name, network string, model.npz or a run directory")
     s.add_argument("--input-shape", type=_shape_arg, default=None, help="HxWxC (default: the model's own)")
 
-    b = sub.add_parser("bench", help="time cnnkit against PyTorch on the CPU",
-                       description="Benchmark cnnkit and PyTorch side by side (same threads, same work).")
-    b.add_argument("--threads", type=_positive_int, default=None, help="threads for every engine (default: all cores)")
-    b.add_argument("--min-time", type=_nonnegative_float, default=1.0, help="seconds per measurement")
-    b.add_argument("--no-torch", action="store_true", help="time cnnkit only")
-    b.add_argument("--no-layers", action="store_true", help="skip the per-convolution GFLOP/s rows")
-    b.add_argument("--memory", action="store_true", help="also measure VGG-16 224x224 batch-8 training peak memory (slow)")
+    ex = sub.add_parser("export", help="write a model as ONNX (or as PyTorch weights)",
+                        description="Write a model file (or a run directory's model) as an ONNX model for onnxruntime and other "
+                                    "frameworks, with its preprocessing and class names; OUT ending in .safetensors writes the "
+                                    "weights as a PyTorch state dict instead. Needs: pip install 'cnnkit[interop]'.")
+    ex.add_argument("model_file", help="model.npz, or a run directory")
+    ex.add_argument("out", help="OUT.onnx, or OUT.safetensors for a PyTorch state dict")
+    ex.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset to write (default: 17)")
+    ex.add_argument("--no-preprocess", action="store_true",
+                    help="leave the preprocessing out of the graph: it then takes preprocessed float32 NCHW input, "
+                         "not uint8 pixels")
+
+    def _thread_counts(value: str) -> tuple[int, ...]:
+        """--threads: one count or several, comma-separated (each its own set of rows), at most 4x the cores."""
+        import os
+
+        counts = tuple(_positive_int(v.strip()) for v in value.split(","))
+        top = 4 * (os.cpu_count() or 1)
+        if max(counts) > top:
+            raise argparse.ArgumentTypeError(f"at most {top} threads (4x this machine's cores), got {value!r}")
+        return counts
+
+    b = sub.add_parser("bench", help="time cnnkit against PyTorch and onnxruntime on the CPU",
+                       description="Benchmark cnnkit against PyTorch (NCHW and channels_last) and onnxruntime: every "
+                                   "measurement in its own process with the same thread count, in rounds that interleave "
+                                   "the engines; medians over rounds, their spread, and the issue's targets.")
+    b.add_argument("--threads", type=_thread_counts, default=None, metavar="N[,N...]",
+                   help="thread counts, each its own set of rows, e.g. 1,2 (default: 1 and all cores)")
+    b.add_argument("--rounds", type=_positive_int, default=3,
+                   help="rounds per measurement, each a fresh process per engine, engines interleaved (default: 3)")
+    b.add_argument("--min-time", type=_nonnegative_float, default=1.0,
+                   help="seconds of timed calls per measurement and round (at least 0.2 for per-convolution rows) (default: 1)")
+    b.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    b.add_argument("--no-ort", action="store_true", help="leave onnxruntime out")
+    b.add_argument("--layers", action="store_true",
+                   help="also time every convolution alone (forward, backward GFLOP/s); a call under 50 us is dropped")
+    b.add_argument("--no-memory", action="store_true", help="skip VGG-16 224x224 batch-8 training peak memory")
+    b.add_argument("--ex156", default=None, metavar="RESULTS_DIR",
+                   help="a finished `cnnkit experiment ex15.6 --out RESULTS_DIR`: report its wall time as a row")
     b.add_argument("--scaling", action="store_true", help="also measure the scaling curves (slow)")
     b.add_argument("--plot", default="bench_scaling.png", help="PNG for the scaling curves (with --scaling)")
-    b.add_argument("--json", default=None, help="write the results as JSON to this file")
+    b.add_argument("--json", default=None, help="write everything (all rounds' raw times, machine info) as JSON to this file")
+    b.add_argument("--markdown", default=None, metavar="FILE", help="write the README-ready tables as Markdown to this file")
+    b.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
+    b.add_argument("--no-layers", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
 
-    x = sub.add_parser("experiment", help="run a programme of experiments (ex15.6) with a report",
-                       description="Exercise 15.6 on MNIST: every part as parallel, resumable training runs, then report.md.")
-    x.add_argument("name", choices=["ex15.6"], help="the programme")
-    x.add_argument("--parts", default="b,c,d,e,f,g,h,i,j", help="comma-separated parts, e.g. b,c,e (default: all)")
-    x.add_argument("--out", default="runs/ex15.6", help="experiment directory (rerun to resume)")
+    x = sub.add_parser("experiment", help="run a programme of experiments (exercises 15.1-15.6) with a report",
+                       description="Exercises 15.1-15.6 as programmes of parallel, resumable training runs, then a report: "
+                                   "ex15.6 (MNIST (b)-(j), report.md), ex15.2-4a (gradient norms; plain vs residual depth), "
+                                   "ex15.4c (FC vs GAP head), ex15.5a (ReLU vs tanh speed), ex15.5b (ensemble of 15.6(i)'s "
+                                   "seeds, in ex15.6's directory by default), ex15.1-5c (dropout's cost); the others write "
+                                   "report-<name>.md.")
+    x.add_argument("name", choices=["ex15.6", "ex15.2-4a", "ex15.4c", "ex15.5a", "ex15.5b", "ex15.1-5c"], help="the programme")
+    x.add_argument("--parts", default=None,
+                   help="comma-separated parts (default: all): ex15.6 b,c,d,e,f,g,h,i,j; ex15.2-4a grad,depth")
+    x.add_argument("--out", default=None,
+                   help="experiment directory, rerun to resume (default: runs/<name>; runs/ex15.6 for ex15.6 and ex15.5b)")
     x.add_argument("--data-dir", default=None, help=data_dir_help)
     x.add_argument("--executor", default="local", choices=["local", "ray"], help="where the runs go: local processes or a Ray cluster")
     x.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     x.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default: one per core)")
     x.add_argument("--threads", type=_positive_int, default=None, help="BLAS threads per run (default: cores / workers)")
-    x.add_argument("--epochs", type=_epochs_arg, default=20, help="epochs of every run")
+    x.add_argument("--epochs", type=_epochs_arg, default=None,
+                   help="epochs of every run (default: the programme's: 20 for ex15.6 and ex15.5b, 10 for ex15.2-4a and "
+                        "ex15.4c, 15 for ex15.5a, 30 for ex15.1-5c)")
     x.add_argument("--max-train", type=_positive_int, default=None, help="cap every training subset (shrunken runs)")
     x.add_argument("--test-limit", type=_positive_int, default=None, help="evaluate on the first N test images only")
+    x.add_argument("--no-matconvnet", action="store_true",
+                   help="ex15.6, ex15.5b: keep the SGD momentum across epochs and use BN epsilon 1e-5 (cnnkit's own way) "
+                        "instead of MatConvNet 1.0-beta20's momentum reset at every epoch and epsilon 1e-4")
 
     d = sub.add_parser("data", help="list, verify or download datasets", description="Dataset files: list, verify checksums, download.")
     d.add_argument("action", choices=["list", "verify", "download"])
     d.add_argument("name", nargs="?", default=None, help="dataset name (verify/download; default all for verify)")
     d.add_argument("--data-dir", default=None, help=data_dir_help)
+    from cnnkit.inspect.cli import add_commands
+
+    COMMANDS.update(add_commands(sub))
     return p
 
 
@@ -288,14 +343,19 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if path.is_dir() or path.suffix == ".npz" or path.is_file():
         from cnnkit.models.file import load_model
 
-        model_file = load_model(_model_path(args.model))
+        if path.suffix.lower() == ".onnx":
+            from cnnkit.onnx import load_model_file
+
+            model_file = load_model_file(_model_path(args.model))
+        else:
+            model_file = load_model(_model_path(args.model))
         shape = args.input_shape or model_file.input_shape
         if shape is None:
             raise UsageError(f"{args.model} does not record its input shape; give --input-shape HxWxC")
         print(f"{path}: {model_file.meta.get('model', 'model file')}")
         spec = model_file.meta.get("spec")
         if isinstance(spec, str) and len(shape) == 3:  # built from a network string: one row per token
-            print(summarize(spec, shape).format())  # type: ignore[arg-type]
+            print(summarize(spec, shape).format())
         else:
             print(summary(model_file.network, shape).format())
         return 0
@@ -324,9 +384,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         keep_best=args.keep_best, init_from=init_from, color=args.color, size=args.size, augment=args.augment,
     )
     out = args.out or f"runs/{args.model}-{Path(args.data).name}-seed{args.seed}"
+    from cnnkit.train.distributed import communicator_from_args
+
+    comm = communicator_from_args(args)  # None without --distributed
     # overflow on the way to a diverging loss is detected and reported by the trainer (TrainingDiverged)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        record = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, download=args.download)
+        record = train(cfg, out, data_dir=args.data_dir, resume=args.resume, progress=not args.no_progress, download=args.download,
+                       distributed=comm)
+    if comm is not None and comm.rank != 0:
+        return 0  # rank 0 prints the summary line
     line = f"done: {out}"
     if "test_top1_error" in record:
         line += f"  epoch {record['epoch']}: test error {_errors(record, 'test_')}"
@@ -373,6 +439,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from cnnkit.train.run import predict_files
 
+    if args.score_map:
+        from cnnkit.inspect.cli import score_map_command
+
+        return score_map_command(args)
+
     results = predict_files(_model_path(args.model_file), args.images, args.top, color=args.color, size=args.size)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -380,6 +451,38 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for r in results:
             best = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
             print(f"{r['file']}: {r['class']}  ({best})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cnnkit.models.file import load_model
+
+    source = _model_path(args.model_file)
+    out = Path(args.out)
+    kind = out.suffix.lower()
+    if kind not in (".onnx", ".safetensors"):
+        raise UsageError(f"OUT must end in .onnx (an ONNX model) or .safetensors (PyTorch weights), got {args.out!r}")
+    if kind == ".safetensors" and (args.opset is not None or args.no_preprocess):
+        raise UsageError("--opset and --no-preprocess are for ONNX output; a .safetensors file holds the weights only")
+    model_file = load_model(source)
+    shape = model_file.input_shape
+    if shape is None:
+        raise UsageError(f"{source} does not record its input shape, which the export needs")
+    if kind == ".safetensors":
+        from cnnkit.interop.torch_weights import save_torch_state_dict
+
+        save_torch_state_dict(model_file.network, out, input_shape=shape)
+        print(f"{out}: PyTorch state dict of {source} (torch.nn module names, NCHW layouts)")
+        return 0
+    from cnnkit.onnx import export
+
+    opset = args.opset or 17
+    preprocess = None if args.no_preprocess else model_file.preprocess
+    export(model_file.network, shape, out, preprocess=preprocess, classes=model_file.classes, opset=opset)
+    c, h, w = (shape[2], shape[0], shape[1]) if len(shape) == 3 else (None, None, None)
+    takes = f"(N, {c}, {h}, {w})" if c is not None else f"(N, {shape[0]})"
+    takes += f" uint8 pixels ({preprocess['mode']} preprocessing inside)" if preprocess else " float32"
+    print(f"{out}: ONNX opset {opset}; input 'input' {takes}; output 'output'")
     return 0
 
 
@@ -419,33 +522,46 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from cnnkit.experiment import PARTS, run_ex15_6
+    from cnnkit.experiment import PROGRAMMES, run_programme
 
-    parts = tuple(p.strip().lower().strip("()") for p in args.parts.split(",") if p.strip())
-    bad = [p for p in parts if p not in PARTS]
+    prog = PROGRAMMES[args.name]
+    parts = prog.parts if args.parts is None else tuple(p.strip().lower().strip("()") for p in args.parts.split(",") if p.strip())
+    bad = [p for p in parts if p not in prog.parts]
     if bad or not parts:
-        raise UsageError(f"--parts: unknown part(s) {', '.join(bad) or '(none given)'}; expected some of {','.join(PARTS)}")
-    run_ex15_6(args.out, parts, args.data_dir, args.executor, args.workers, args.threads, args.address,
-               args.epochs, args.max_train, args.test_limit)
+        raise UsageError(f"--parts: unknown part(s) {', '.join(bad) or '(none given)'} of {args.name}; "
+                         f"expected some of {','.join(prog.parts)}")
+    if args.no_matconvnet and "matconvnet" not in prog.options:
+        raise UsageError(f"--no-matconvnet applies to ex15.6 and ex15.5b, not {args.name}")
+    common = (args.name, args.out, parts, args.data_dir, args.executor, args.workers, args.threads, args.address, args.epochs,
+              args.max_train, args.test_limit)
+    if "matconvnet" in prog.options:
+        run_programme(*common, matconvnet=not args.no_matconvnet)
+    else:
+        run_programme(*common)
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from cnnkit.bench import BenchOptions, run
 
-    for flag, target in (("--json", args.json), ("--plot", args.plot if args.scaling else None)):
+    for flag, target in (("--json", args.json), ("--markdown", args.markdown), ("--plot", args.plot if args.scaling else None)):
         if target:
             parent = Path(target).resolve().parent
             if not parent.is_dir():
                 raise UsageError(f"{flag} {target}: the directory {parent} does not exist")
+    if args.ex156 is not None and not Path(args.ex156).is_dir():
+        raise UsageError(f"--ex156 {args.ex156}: not a directory (expected a finished `cnnkit experiment ex15.6 --out DIR`)")
+    if args.layers and args.no_layers:
+        raise UsageError("--layers and --no-layers contradict each other")
 
-    run(BenchOptions(threads=args.threads, min_time=args.min_time, no_torch=args.no_torch, no_layers=args.no_layers,
-                     memory=args.memory, scaling=args.scaling, plot=args.plot, json=args.json))
+    run(BenchOptions(threads=args.threads, rounds=args.rounds, min_time=args.min_time, no_torch=args.no_torch,
+                     no_ort=args.no_ort, layers=args.layers, memory=not args.no_memory, scaling=args.scaling,
+                     plot=args.plot, json=args.json, markdown=args.markdown, ex156=args.ex156))
     return 0
 
 
 COMMANDS = {"experiment": cmd_experiment, "bench": cmd_bench, "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict,
-            "summary": cmd_summary, "data": cmd_data}
+            "summary": cmd_summary, "data": cmd_data, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
