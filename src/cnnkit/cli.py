@@ -340,7 +340,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.summary import summarize, summary
 
     path = Path(args.model)
-    if path.is_dir() or path.suffix == ".npz" or path.is_file():
+    try:
+        is_file = path.is_dir() or path.suffix == ".npz" or path.is_file()
+    except OSError:  # a network string longer than a file name can be
+        is_file = False
+    if is_file:
         from cnnkit.models.file import load_model
 
         if path.suffix.lower() == ".onnx":
