@@ -217,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="run directory (default: runs/<model>-<data>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    t.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="where the arrays live: cpu (NumPy) or gpu (CuPy, CUDA; not yet verified on a GPU) (default: cpu)")
     from cnnkit.train.distributed import add_distributed_flag
 
     add_distributed_flag(t)
@@ -233,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image folders: resize to HxW (default: the model's input size)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="where the arrays live: cpu (NumPy) or gpu (CuPy, CUDA; not yet verified on a GPU) (default: cpu)")
 
     pr = sub.add_parser("predict", help="classify image files", description="Classify image files (PNG/JPEG via Pillow, or .npy arrays).")
     pr.add_argument("model_file", help="model.npz, or a run directory")
@@ -247,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slide the network (fully connected layers as convolutions) over an image larger than its input: "
                          "a map of class scores at the network's stride")
     pr.add_argument("--out", default=None, help="with --score-map: a PNG of the class map and per-class heat maps")
+    pr.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                    help="where the arrays live: cpu (NumPy) or gpu (CuPy, CUDA; not yet verified on a GPU) (default: cpu)")
 
     s = sub.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory, receptive fields",
                        description="Summarise a model name, a network string, a model file or a run directory.")
@@ -574,6 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "device", "cpu") == "gpu":  # before anything is built: every array is then CuPy's
+            from cnnkit import backend
+
+            backend.use("cupy")
         return COMMANDS[args.command](args)
     except (UsageError, SpecError) as exc:  # SpecError: a network string that does not fit its input
         parser.print_usage(sys.stderr)

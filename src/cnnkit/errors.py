@@ -216,7 +216,8 @@ class OnnxError(CnnkitError, ValueError):
 
 
 class MissingDependencyError(CnnkitError, ImportError):
-    """An optional package is not installed; the message names it and the extra that installs it.
+    """An optional package is not installed; the message names it and the extra that installs it (or, with
+    ``hint``, says what else is missing, e.g. a GPU).
 
     Examples
     --------
@@ -228,12 +229,13 @@ class MissingDependencyError(CnnkitError, ImportError):
     (True, 'images')
     """
 
-    def __init__(self, package: str, extra: str, feature: str) -> None:
-        self.package, self.extra, self.feature = package, extra, feature
-        super().__init__(f"{feature} needs {package}, which is not installed: pip install 'cnnkit[{extra}]'")
+    def __init__(self, package: str, extra: str, feature: str, hint: str = "") -> None:
+        self.package, self.extra, self.feature, self.hint = package, extra, feature, hint
+        tail = hint or f"which is not installed: pip install 'cnnkit[{extra}]'"
+        super().__init__(f"{feature} needs {package}, {tail}")
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
-        return (type(self), (self.package, self.extra, self.feature))
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        return (type(self), (self.package, self.extra, self.feature, self.hint))
 
 
 def require(module: str, extra: str, feature: str) -> object:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from cnnkit.backend import Array
+from cnnkit.backend import Array, to_numpy, xp
 from cnnkit.errors import quote
 from cnnkit.limits import LIMITS, check_size
 from cnnkit.protocols import Model
@@ -128,7 +128,7 @@ def save_arrays(path: PathLike, arrays: dict[str, Array], meta: dict[str, Any] |
 
     if META_KEY in arrays:
         raise ValueError(f"array name {META_KEY!r} is reserved for metadata")
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload = {k: to_numpy(v) for k, v in arrays.items()}  # a GPU array is copied to the host here
     for k, v in payload.items():
         if v.dtype == object:
             raise ValueError(f"array {k!r} has dtype object, which cannot be stored without pickle")
@@ -416,7 +416,7 @@ def flatten_state(prefix: str, tree: Any, arrays: dict[str, Array]) -> Any:
     """
     if isinstance(tree, dict):
         return {k: flatten_state(f"{prefix}/{k}", v, arrays) for k, v in tree.items()}
-    if isinstance(tree, np.ndarray):
+    if isinstance(tree, (np.ndarray, xp.ndarray)):
         arrays[prefix] = tree
         return {"__array__": prefix}
     if isinstance(tree, (np.floating, np.integer)):
@@ -499,4 +499,4 @@ def load_state_arrays(model: Model, arrays: dict[str, Array], strict: bool = Tru
         src = arrays[key]
         if src.shape != dst.shape:
             raise ValueError(f"state entry {key!r} has shape {src.shape}; the model expects {dst.shape}")
-        dst[...] = src
+        dst[...] = xp.asarray(src)  # the same array under NumPy; host to device under CuPy

@@ -7,8 +7,8 @@ Every loader returns a :class:`Dataset` of uint8 images (N, H, W, C), int64 labe
 The data directory is the ``data_dir`` argument, else ``$CNNKIT_DATA``, else ``~/.cache/cnnkit``; a file is
 looked for as ``<data_dir>/<dataset>/<file>`` and then ``<data_dir>/<file>``.
 
-Loading is host-side I/O, so this package builds NumPy arrays directly; only
-:meth:`Preprocessor.transform` hands data to the compute backend (``cnnkit.backend.xp``).
+Loading is host-side I/O, so this package builds NumPy arrays only (:meth:`Preprocessor.transform`
+included); the training loop hands each mini-batch to the compute backend (:func:`cnnkit.backend.to_device`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from cnnkit.backend import Array, xp
+from cnnkit.backend import Array
 from cnnkit.errors import ShapeError, StateError
 
 MODES = ("none", "scale", "mean_image", "per_channel")
@@ -137,7 +137,11 @@ class Preprocessor:
         return self.fit(images).transform(images, dtype)
 
     def transform(self, images: np.ndarray, dtype: type | np.dtype = np.float32) -> Array:
-        """uint8 (or any real) images (N, H, W, C) -> a new ``dtype`` array (N, H, W, C) of the backend ``xp``.
+        """uint8 (or any real) images (N, H, W, C) -> a new ``dtype`` NumPy array (N, H, W, C).
+
+        The result stays on the host under every backend: the training loop and :func:`cnnkit.train.fit.predict`
+        copy each mini-batch to the device (:func:`cnnkit.backend.to_device`), so a data set is never held in
+        GPU memory whole.
 
         Raises StateError when a mode that needs statistics was not fitted, ShapeError when the image
         shape (mean_image) or channel count (per_channel) differs from the fitted one.
@@ -156,15 +160,15 @@ class Preprocessor:
             raise ShapeError(
                 f"Preprocessor('per_channel') was fitted on {mean.shape[0]} channels, got images of shape {shape}"
             )
-        out = xp.asarray(images).astype(dtype)  # always a fresh array, safe to update in place
+        out = np.asarray(images).astype(dtype)  # always a fresh array, safe to update in place
         if self.mode == "scale":
             out /= dtype.type(255)
         elif self.mode == "mean_image":
-            out -= xp.asarray(self.mean, dtype=dtype)
+            out -= np.asarray(self.mean, dtype=dtype)
         elif self.mode == "per_channel":
             out /= dtype.type(255)
-            out -= xp.asarray(self.mean, dtype=dtype)
-            out /= xp.asarray(self.std, dtype=dtype)
+            out -= np.asarray(self.mean, dtype=dtype)
+            out /= np.asarray(self.std, dtype=dtype)
         return out
 
     __call__ = transform

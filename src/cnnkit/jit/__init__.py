@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit import backend as _backend
+
 numba: ModuleType | None
 try:  # pragma: no cover - depends on the environment
     if os.environ.get("CNNKIT_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
@@ -50,6 +52,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "HAVE_NUMBA",
     "RELU_THRESHOLD",
+    "active",
     "adam_",
     "bias_relu_",
     "launch",
@@ -67,7 +70,9 @@ __all__ = [
 
 
 def usable(*arrays: object) -> bool:
-    """True when the compiled kernels can take these arrays: numba present, NumPy arrays of float32/float64.
+    """True when the compiled kernels can take these arrays: numba present, the NumPy backend in use
+    (:mod:`cnnkit.backend`; under any other every op takes its array-module path), NumPy arrays of
+    float32/float64.
 
     Examples
     --------
@@ -80,9 +85,21 @@ def usable(*arrays: object) -> bool:
     >>> jit.usable(np.zeros(2, np.int64)), jit.usable([1.0, 2.0])
     (False, False)
     """
-    if not HAVE_NUMBA:
+    if not HAVE_NUMBA or not _backend.IS_NUMPY:
         return False
     return all(isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) for a in arrays)
+
+
+def active() -> bool:
+    """Whether the compiled kernels are in play at all: numba present and the NumPy backend in use.
+
+    Examples
+    --------
+    >>> from cnnkit import jit
+    >>> jit.active() == jit.HAVE_NUMBA  # the NumPy backend
+    True
+    """
+    return HAVE_NUMBA and _backend.IS_NUMPY
 
 
 # ---------------------------------------------------------------------------------------------

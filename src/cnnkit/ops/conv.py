@@ -22,6 +22,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cnnkit import backend as _backend
 from cnnkit.backend import Array, xp
 from cnnkit.errors import ShapeError
 from cnnkit.ops.conv_algos import ConvGeometry, get
@@ -129,7 +130,9 @@ def keeps_rows(g: ConvGeometry, workspace_limit: int = DEFAULT_WORKSPACE_LIMIT) 
 
 def resolve_algo(algo: str | None, g: ConvGeometry, mode: str = "train") -> str:
     """The algorithm that runs: ``None`` is the reference unless ``CNNKIT_CONV_ALGO`` forces another; ``"auto"``
-    asks the planner; a name is used where it applies and falls back to ``im2row`` elsewhere.
+    asks the planner; a name is used where it applies and falls back to ``im2row`` elsewhere. Under a backend
+    other than NumPy (:mod:`cnnkit.backend`) it is always ``im2row``: the others are CPU algorithms (compiled
+    kernels, NumPy-only constants) that were neither written nor measured for a GPU.
 
     Examples
     --------
@@ -139,6 +142,8 @@ def resolve_algo(algo: str | None, g: ConvGeometry, mode: str = "train") -> str:
     >>> resolve_algo("winograd4", g), resolve_algo("fft", g)  # Winograd takes 3x3 kernels only
     ('im2row', 'fft')
     """
+    if not _backend.IS_NUMPY:
+        return "im2row"
     if algo is None or algo == "auto":
         forced = _planner.forced()
         if forced is not None:

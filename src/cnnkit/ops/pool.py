@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from cnnkit import backend as _backend
 from cnnkit import jit
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
@@ -1238,15 +1239,19 @@ def _scatter_add_axis(g: Array, index: Array, size: int, axis: int) -> Array:
     """out[..., k, ...] = sum of g[..., i, ...] over the i with index[i] == k (along ``axis``).
 
     The indices of nearest resizing never decrease, so each source index owns one run of consecutive
-    positions: one ``add.reduceat`` over the runs, written to the distinct indices.
+    positions: one ``add.reduceat`` over the runs, written to the distinct indices. Under another backend
+    than NumPy, one scatter-add (:func:`cnnkit.backend.scatter_add`).
     """
     moved = xp.moveaxis(g, axis, 0)  # a view with the resized axis first
     out = xp.zeros((size, *moved.shape[1:]), dtype=g.dtype)
-    if index.size and bool(xp.all(index[1:] >= index[:-1])):
+    if not _backend.IS_NUMPY:
+        if index.size:
+            _backend.scatter_add(out, xp.asarray(index), moved)
+    elif index.size and bool(xp.all(index[1:] >= index[:-1])):
         starts = xp.flatnonzero(xp.concatenate([xp.ones(1, dtype=bool), index[1:] != index[:-1]]))
         out[index[starts]] = xp.add.reduceat(moved, starts, axis=0)
     elif index.size:  # pragma: no cover - the coordinate maps are monotone; kept for safety
-        xp.add.at(out, index, moved)
+        _backend.scatter_add(out, index, moved)
     return xp.ascontiguousarray(xp.moveaxis(out, 0, axis))
 
 

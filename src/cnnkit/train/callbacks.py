@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.backend import Array
+from cnnkit.backend import Array, to_numpy, xp
 from cnnkit.errors import StateError
 from cnnkit.serialize import atomic_write_text
 from cnnkit.train.loop import Callback, LoopState
@@ -126,7 +126,7 @@ class EarlyStopping(_Monitor, Callback):
         before = self.best_epoch
         self.update(record)
         if self.restore_best_weights and self.best_epoch != before:
-            self._weights = {k: np.array(v, copy=True) for k, v in state.model.state_dict().items()}
+            self._weights = {k: xp.array(v, copy=True) for k, v in state.model.state_dict().items()}
         if self.should_stop:
             state.stop = True
 
@@ -176,7 +176,7 @@ class KeepBest(_Monitor, Callback):
         value = self.value(record)
         if self.improved(value):
             self.best, self.best_epoch = value, int(record["epoch"])
-            self.weights = {k: np.array(v, copy=True) for k, v in state.model.state_dict().items()}
+            self.weights = {k: xp.array(v, copy=True) for k, v in state.model.state_dict().items()}
             if self.save is not None:
                 self.save(state.model)
 
@@ -398,7 +398,8 @@ class GradientNorms(Callback):
         grads = model.grads
         if not self._names:
             self._names = [k for k, p in model.params.items() if np.ndim(p) >= 2 and grads.get(k) is not None]
-        norms = np.array([math.sqrt(float(np.vdot(g, g))) for g in (np.asarray(grads[k], dtype=np.float64) for k in self._names)])
+        host = (to_numpy(grads[k]).astype(np.float64, copy=False) for k in self._names)  # a GPU gradient: copied here
+        norms = np.array([math.sqrt(float(np.vdot(g, g))) for g in host])
         if step in self.steps:
             self._at.append({"step": int(step), "norms": [float(v) for v in norms]})
         self._sum = norms if self._sum is None else self._sum + norms

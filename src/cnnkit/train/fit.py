@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.backend import Array, xp
+from cnnkit.backend import Array, to_device, xp
 from cnnkit.data.source import Source, as_source, labels_of, split
 from cnnkit.errors import MismatchError
 from cnnkit.protocols import LossFunction, Model
@@ -56,7 +56,7 @@ def check_fits(model: Model, source: Source, what: str = "the training data") ->
     if len(source) == 0:
         raise MismatchError(f"{what} holds no examples")
     x0, _ = source.take(np.arange(1))
-    out = model.forward(x0, train=False)
+    out = model.forward(to_device(x0), train=False)
     k = int(np.prod(out.shape[1:]))
     classes = source.classes
     if classes is not None and k != len(classes):
@@ -230,7 +230,7 @@ def predict(model: Model, x: Array, batch_size: int = 1000) -> Array:
 
     outs = []
     for start in range(0, len(x), batch_size):
-        scores = model.forward(x[start : start + batch_size], train=False)
+        scores = model.forward(to_device(x[start : start + batch_size]), train=False)
         outs.append(softmax(scores.reshape(scores.shape[0], -1)))
     if not outs:  # no examples: (0, K), K from the network's shape rules
         k = int(np.prod(model.output_shape(tuple(x.shape[1:])))) if hasattr(model, "output_shape") else 0

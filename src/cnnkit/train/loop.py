@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.backend import Array
+from cnnkit.backend import Array, to_device, to_numpy, xp
 from cnnkit.data.source import Source, as_source
 from cnnkit.protocols import LossFunction, Model
 from cnnkit.train.metrics import topk_wrong
@@ -149,8 +149,8 @@ class _Tally:
             k = self.k
             if self.confusion is None:
                 self.confusion = np.zeros((k, k), dtype=np.int64)
-            pred = np.asarray(scores).reshape(n, k).argmax(axis=1)
-            np.add.at(self.confusion, (np.asarray(labels), pred), 1)
+            pred = to_numpy(scores.reshape(n, k).argmax(axis=1))  # one device-to-host copy per batch (n labels)
+            np.add.at(self.confusion, (to_numpy(labels), pred), 1)
 
     def result(self, classes: int) -> dict[str, Any]:
         n = max(self.seen, 1)
@@ -196,6 +196,7 @@ def evaluate(
     try:
         for start in range(lo, hi, batch_size):
             xb, yb = source.take(np.arange(start, min(start + batch_size, hi)))
+            xb, yb = to_device(xb), to_device(yb)  # onto the GPU once per batch (no-op under NumPy)
             scores = model.forward(xb, train=False)
             tally.add(scores, yb, loss.forward(scores, yb), confusion=True)
             if bar is not None:
@@ -273,6 +274,7 @@ def train_epoch(
             value = 0.0
             if len(rows):
                 xb, yb = source.take(rows, rng)
+                xb, yb = to_device(xb), to_device(yb)  # onto the GPU once per batch (no-op under NumPy)
                 scores = model.forward(xb, train=True)
                 value = loss.forward(scores, yb)
                 if parallel is None and not math.isfinite(value):
@@ -315,10 +317,10 @@ def check_finite(model: Model, record: dict[str, Any], epoch: int, optimizer: An
     cnnkit.train.loop.TrainingDiverged: test loss, parameter bias became non-finite in epoch 5
     """
     bad = [k.replace("_", " ") for k, v in record.items() if k.endswith("_loss") and not math.isfinite(v)]
-    bad += [f"parameter {name}" for name, p in model.params.items() if not np.isfinite(p).all()]
+    bad += [f"parameter {name}" for name, p in model.params.items() if not xp.isfinite(p).all()]
     for name, st in (getattr(optimizer, "state", None) or {}).items():
         bad += [f"optimizer state {key} of {name}" for key, v in st.items()
-                if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()]
+                if isinstance(v, (np.ndarray, xp.ndarray)) and v.dtype.kind == "f" and not xp.isfinite(v).all()]
     if bad:
         raise TrainingDiverged(f"{', '.join(bad[:3])} became non-finite in epoch {epoch + 1}", epoch)
 

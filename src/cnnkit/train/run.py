@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.backend import to_numpy
 from cnnkit.data.source import ArraySource, Source, SubsetSource
 from cnnkit.data.subset import parse_subset
 from cnnkit.errors import MismatchError, quote
@@ -461,7 +462,7 @@ def predict_files(
         chunk = files[start : start + batch_size]
         images = np.stack([decode_image(f, color, (shape[0], shape[1])) for f in chunk])
         x = pre.transform(images, dtype=net.dtype) if pre is not None else images.astype(net.dtype)
-        for f, p in zip(chunk, np.asarray(predict(net, x))):
+        for f, p in zip(chunk, to_numpy(predict(net, x))):
             order = np.argsort(-p)[: max(1, min(top, len(classes)))]
             results.append({"file": str(f), "class": classes[order[0]], "top": [(classes[i], float(p[i])) for i in order]})
     return results

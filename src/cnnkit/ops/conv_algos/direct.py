@@ -45,7 +45,7 @@ class DirectDepthwise(Algorithm):
     summary: ClassVar[str] = "direct compiled loops for depthwise convolutions (groups = C_in)"
 
     def supports(self, g: ConvGeometry) -> bool:
-        return jit.HAVE_NUMBA and g.depthwise and g.dtype in ("float32", "float64")
+        return jit.active() and g.depthwise and g.dtype in ("float32", "float64")
 
     @staticmethod
     def _args(g: ConvGeometry) -> tuple[int, tuple[int, int], tuple[int, int], tuple[int, int]]:

@@ -58,8 +58,8 @@ def build_rows(x: Array, win: Window, ws: Workspace | None = None, compiled: boo
 
 
 def conv_kernels() -> Any:
-    """:mod:`cnnkit.jit.conv` when its kernels exist (numba), else None."""
-    if not jit.HAVE_NUMBA:
+    """:mod:`cnnkit.jit.conv` when its kernels exist and apply (numba, the NumPy backend), else None."""
+    if not jit.active():
         return None
     from cnnkit.jit import conv as kernels
 
@@ -246,4 +246,4 @@ class Im2rowJit(Im2row):
     compiled: ClassVar[bool] = True
 
     def supports(self, g: ConvGeometry) -> bool:
-        return jit.HAVE_NUMBA and g.dtype in ("float32", "float64") and not is_reshape(g.win, g.x_shape)
+        return jit.active() and g.dtype in ("float32", "float64") and not is_reshape(g.win, g.x_shape)
