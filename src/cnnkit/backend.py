@@ -73,6 +73,13 @@ class ArrayModule:
 
     An attribute the copy lacks (a submodule NumPy loads lazily, such as ``numpy.fft``) is looked up on the
     module once and kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.backend import xp
+    >>> type(xp).__name__, xp.zeros(2).dtype == np.float64, xp.fft.rfft is np.fft.rfft
+    ('ArrayModule', True, True)
     """
 
     _module: types.ModuleType = numpy
@@ -176,6 +183,16 @@ def use_module(mod: types.ModuleType, label: str | None = None, *, to_numpy: Cal
     Whatever it is, it counts as not NumPy: the compiled kernels and the CPU convolution algorithms are
     bypassed as they are under CuPy. ``to_numpy``, ``scatter_add`` and ``as_strided`` default to the module's
     ``asnumpy``, ``scatter_add`` and ``lib.stride_tricks.as_strided`` when it has them, else NumPy's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit import backend
+    >>> backend.use_module(np, "numpy-in-disguise")
+    >>> backend.name(), backend.IS_NUMPY
+    ('numpy-in-disguise', False)
+    >>> backend.use("numpy"); backend.name(), backend.IS_NUMPY
+    ('numpy', True)
     """
     strided = as_strided
     if strided is None:
@@ -189,32 +206,79 @@ def use_module(mod: types.ModuleType, label: str | None = None, *, to_numpy: Cal
 
 
 def name() -> str:
-    """The backend in use: ``"numpy"`` or ``"cupy"`` (a module given to :func:`use_module`: its label)."""
+    """The backend in use: ``"numpy"`` or ``"cupy"`` (a module given to :func:`use_module`: its label).
+
+    Examples
+    --------
+    >>> from cnnkit import backend
+    >>> backend.name()
+    'numpy'
+    """
     return _name
 
 
 def is_gpu() -> bool:
-    """Whether arrays live on a GPU (the CuPy backend)."""
+    """Whether arrays live on a GPU (the CuPy backend).
+
+    Examples
+    --------
+    >>> from cnnkit import backend
+    >>> backend.is_gpu()
+    False
+    """
     return _name == "cupy"
 
 
 def module() -> types.ModuleType:
-    """The array module itself (``numpy``, ``cupy``)."""
+    """The array module itself (``numpy``, ``cupy``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit import backend
+    >>> backend.module() is np
+    True
+    """
     return ArrayModule._module
 
 
 def asarray(a: Any, dtype: Any = None) -> Any:
-    """``a`` as an array of the backend (copied to the device under CuPy; the same array when it is one)."""
+    """``a`` as an array of the backend (copied to the device under CuPy; the same array when it is one).
+
+    Examples
+    --------
+    >>> from cnnkit import backend
+    >>> backend.asarray([1, 2], dtype="float32")
+    array([1., 2.], dtype=float32)
+    """
     return ArrayModule._module.asarray(a, dtype=dtype)
 
 
 def to_device(a: Any) -> Any:
-    """``a`` unchanged under NumPy, else :func:`asarray` (one host-to-device copy per call)."""
+    """``a`` unchanged under NumPy, else :func:`asarray` (one host-to-device copy per call).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit import backend
+    >>> a = np.arange(3)
+    >>> backend.to_device(a) is a
+    True
+    """
     return a if IS_NUMPY else ArrayModule._module.asarray(a)
 
 
 def to_numpy(a: Any) -> numpy.ndarray:
-    """``a`` as a NumPy array: the same object when it is one, a device-to-host copy of a CuPy array."""
+    """``a`` as a NumPy array: the same object when it is one, a device-to-host copy of a CuPy array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit import backend
+    >>> a = np.arange(3)
+    >>> backend.to_numpy(a) is a, backend.to_numpy([1, 2]).tolist()
+    (True, [1, 2])
+    """
     if type(a) is numpy.ndarray:
         return a
     if IS_NUMPY or not isinstance(a, _XP.ndarray):
@@ -223,12 +287,30 @@ def to_numpy(a: Any) -> numpy.ndarray:
 
 
 def scatter_add(a: Any, indices: Any, values: Any) -> None:
-    """``a[indices] += values`` with repeated indices adding up (``np.add.at``; ``cupyx.scatter_add``)."""
+    """``a[indices] += values`` with repeated indices adding up (``np.add.at``; ``cupyx.scatter_add``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit import backend
+    >>> a = np.zeros(3)
+    >>> backend.scatter_add(a, np.array([0, 0, 2]), np.array([1.0, 2.0, 5.0]))
+    >>> a
+    array([3., 0., 5.])
+    """
     _scatter_add(a, indices, values)
 
 
 def as_strided(a: Any, shape: Any = None, strides: Any = None, writeable: bool = True) -> Any:
-    """A strided view of ``a`` (``numpy.lib.stride_tricks.as_strided``; CuPy's ignores ``writeable``)."""
+    """A strided view of ``a`` (``numpy.lib.stride_tricks.as_strided``; CuPy's ignores ``writeable``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit import backend
+    >>> backend.as_strided(np.arange(4.0), (3, 2), (8, 8), writeable=False).tolist()
+    [[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]
+    """
     if IS_NUMPY:
         return numpy.lib.stride_tricks.as_strided(a, shape, strides, writeable=writeable)
     return _as_strided(a, shape, strides, writeable)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 import cnnkit
+from cnnkit.cli_args import number as _number
+from cnnkit.cli_args import positive_int as _positive_int
 
 
 class UsageError(Exception):
@@ -56,16 +58,6 @@ def _shape_arg(value: str) -> tuple[int, int, int]:
     return parts
 
 
-def _positive_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return v
-
-
 def _positive_float(value: str) -> float:
     v = _number(value)
     if not v > 0:
@@ -89,16 +81,6 @@ def _epochs_arg(value: str) -> int:
     v = _positive_int(value)
     if v > LIMITS.epochs:
         raise argparse.ArgumentTypeError(f"at most {LIMITS.epochs:,} epochs (CNNKIT_MAX_EPOCHS), got {value[:40]!r}")
-    return v
-
-
-def _number(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
     return v
 
 

@@ -743,7 +743,7 @@ def mutate_npz(data: bytes, rng: random.Random, meta_key: str = "__meta__.npy") 
                 names.append(f"members{many}")
             else:
                 names.append("resave")
-        except (IndexError, ValueError, KeyError, TypeError, struct.error, zipfile.BadZipFile):
+        except (IndexError, ValueError, KeyError, TypeError, RecursionError, struct.error, zipfile.BadZipFile):
             names.append("skip")  # an earlier change left nothing this one can work on
 
     out = write_zip(members, compression)

@@ -10,12 +10,11 @@ errors, which both reach), the best validation error and its epoch, and the test
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from cnnkit.experiment.analysis import epochs_to_reach
 from cnnkit.experiment.nets import cnn4_spec
 from cnnkit.experiment.plan import Entry, Job, Planner, Programme, ReportContext, check_parts, make_config
-from cnnkit.experiment.report import configuration_lines, figures, pct, write_files
+from cnnkit.experiment.report import figures, pct
 
 PARTS = ("dropout",)
 TITLES = {"dropout": "Without vs with dropout: epochs to reach a training loss or a validation error"}
@@ -114,9 +113,8 @@ def report(ctx: ReportContext) -> Path:
     True
     """
     entries = ctx.table.get("dropout", [])
-    lines = ["# Exercises 15.1 and 15.5(c): the cost of dropout in epochs", ""]
-    lines += [f"- {k}: {v}" for k, v in ctx.meta.items()] + [""]
-    lines += [f"## {TITLES['dropout']}", "", f"Data: {DATA}; {100 * VAL_SPLIT:.0f}% of the training examples held out for "
+    lines = ctx.head_lines("Exercises 15.1 and 15.5(c): the cost of dropout in epochs", "dropout")
+    lines += [f"Data: {DATA}; {100 * VAL_SPLIT:.0f}% of the training examples held out for "
               "validation; epochs interpolated linearly between epoch ends; '–': not reached.", ""]
     lines += ["| network | " + " | ".join(f"epochs to training loss {t:g}" for t in LOSS_TARGETS)
               + " | final training loss | best validation error (epoch) | test error |",
@@ -150,13 +148,7 @@ def report(ctx: ReportContext) -> Path:
                 ax.legend()
             figs.save(fig, "curves.png")
         plots = figs.made if figs is not None else []
-    if plots:
-        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    lines += ["## Configuration", "", *configuration_lines(ctx.jobs, [(e.label, e.job) for e in entries])]
-    analysis: dict[str, Any] = {"commentary": comments}
-    payload = {"meta": ctx.meta, "analysis": analysis, "parts": {p: [vars(e) for e in es] for p, es in ctx.table.items()},
-               "results": ctx.results}
-    return write_files(ctx.exp_dir, ctx.programme.report_name, ctx.results_name, lines, payload)
+    return ctx.write(lines, entries, {"commentary": comments}, plots)
 
 
 PROGRAMME = Programme("ex15.1-5c", "Exercises 15.1, 15.5(c): dropout's cost in epochs to converge", PARTS, TITLES, plan, report,

@@ -9,10 +9,9 @@ and ``fc10``: ``cnn-gap-mnist``). The report gives their parameters (whole netwo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from cnnkit.experiment.plan import Entry, Job, Planner, Programme, ReportContext, check_parts, make_config
-from cnnkit.experiment.report import configuration_lines, figures, pct, write_files
+from cnnkit.experiment.report import figures, pct
 
 PARTS = ("heads",)
 TITLES = {"heads": "FC head vs global-average-pooling head on the same convolutional body"}
@@ -103,9 +102,8 @@ def report(ctx: ReportContext) -> Path:
     """
     entries = ctx.table.get("heads", [])
     params = {e.job: head_params(ctx.jobs[e.job].config.model) for e in entries}
-    lines = ["# Exercise 15.4(c): what replaces the fully connected layers", ""]
-    lines += [f"- {k}: {v}" for k, v in ctx.meta.items()] + [""]
-    lines += [f"## {TITLES['heads']}", "", f"Data: {DATA}, test set" + (f" (first {ctx.test_limit})" if ctx.test_limit else "") + ".", ""]
+    lines = ctx.head_lines("Exercise 15.4(c): what replaces the fully connected layers", "heads")
+    lines += [f"Data: {DATA}, test set" + (f" (first {ctx.test_limit})" if ctx.test_limit else "") + ".", ""]
     lines += ["| head | parameters | head parameters | test error | training error | best test error (epoch) | wall time |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for e in entries:
@@ -132,13 +130,7 @@ def report(ctx: ReportContext) -> Path:
             ax.legend()
             figs.save(fig, "curves.png")
         plots = figs.made if figs is not None else []
-    if plots:
-        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    lines += ["## Configuration", "", *configuration_lines(ctx.jobs, [(e.label, e.job) for e in entries])]
-    analysis: dict[str, Any] = {"params": params, "commentary": comments}
-    payload = {"meta": ctx.meta, "analysis": analysis, "parts": {p: [vars(e) for e in es] for p, es in ctx.table.items()},
-               "results": ctx.results}
-    return write_files(ctx.exp_dir, ctx.programme.report_name, ctx.results_name, lines, payload)
+    return ctx.write(lines, entries, {"params": params, "commentary": comments}, plots)
 
 
 PROGRAMME = Programme("ex15.4c", "Exercise 15.4(c): FC head vs global average pooling", PARTS, TITLES, plan, report, 10,

@@ -16,7 +16,7 @@ from typing import Any
 from cnnkit.experiment.analysis import epochs_to_reach
 from cnnkit.experiment.nets import cnn4_spec
 from cnnkit.experiment.plan import Entry, Job, Planner, Programme, ReportContext, check_parts, make_config
-from cnnkit.experiment.report import configuration_lines, figures, pct, write_files
+from cnnkit.experiment.report import figures, pct
 
 PARTS = ("speed",)
 TITLES = {"speed": "ReLU vs tanh: epochs to reach a training error"}
@@ -104,9 +104,8 @@ def report(ctx: ReportContext) -> Path:
     True
     """
     entries = ctx.table.get("speed", [])
-    lines = ["# Exercise 15.5(a): ReLU vs tanh, epochs to reach a training error", ""]
-    lines += [f"- {k}: {v}" for k, v in ctx.meta.items()] + [""]
-    lines += [f"## {TITLES['speed']}", "", f"Data: {DATA}. Epochs until the running training error first reaches each "
+    lines = ctx.head_lines("Exercise 15.5(a): ReLU vs tanh, epochs to reach a training error", "speed")
+    lines += [f"Data: {DATA}. Epochs until the running training error first reaches each "
               "target, interpolated linearly between epochs (from 90% before training); '–': not reached.", ""]
     lines += ["| activation, rate | " + " | ".join(f"epochs to {pct(t, 0)}" for t in TARGETS) + " | final training error | test error |",
               "| --- |" + " --- |" * (len(TARGETS) + 2)]
@@ -133,12 +132,7 @@ def report(ctx: ReportContext) -> Path:
             ax.legend()
             figs.save(fig, "training_error.png")
         plots = figs.made if figs is not None else []
-    if plots:
-        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    lines += ["## Configuration", "", *configuration_lines(ctx.jobs, [(e.label, e.job) for e in entries])]
-    payload = {"meta": ctx.meta, "analysis": {"table": table, "commentary": comments},
-               "parts": {p: [vars(e) for e in es] for p, es in ctx.table.items()}, "results": ctx.results}
-    return write_files(ctx.exp_dir, ctx.programme.report_name, ctx.results_name, lines, payload)
+    return ctx.write(lines, entries, {"table": table, "commentary": comments}, plots)
 
 
 PROGRAMME = Programme("ex15.5a", "Exercise 15.5(a): ReLU vs tanh training speed (AlexNet fig. 1)", PARTS, TITLES, plan, report,

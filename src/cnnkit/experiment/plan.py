@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,46 @@ class ReportContext:
     @property
     def results_name(self) -> str:
         return self.programme.results_name
+
+    def head_lines(self, title: str, part: str) -> list[str]:
+        """A programme report's first lines: ``# title``, the invocation's description and the heading of ``part``.
+
+        Examples
+        --------
+        >>> from cnnkit.experiment import PROGRAMMES
+        >>> ReportContext(Path("runs/x"), PROGRAMMES["ex15.5a"], {}, {}, {}, {"runs": 4}).head_lines("Exercise", "speed")
+        ['# Exercise', '', '- runs: 4', '', '## ReLU vs tanh: epochs to reach a training error', '']
+        """
+        return [f"# {title}", "", *(f"- {k}: {v}" for k, v in self.meta.items()), "", f"## {self.programme.titles[part]}", ""]
+
+    def write(self, lines: Sequence[str], entries: Sequence[Entry], analysis: dict[str, Any], plots: Sequence[str] = ()) -> Path:
+        """Finish and write a programme report: ``lines``, then its ``plots`` (file names), the configuration of
+        ``entries``' jobs; and the results JSON (meta, ``analysis``, the table, the results). Returns the report's path.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from cnnkit.experiment import PROGRAMMES
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     ctx = ReportContext(Path(d), PROGRAMMES["ex15.5a"], {}, {}, {}, {"runs": 0})
+        ...     print(ctx.write(["# X", ""], [], {}, ["a.png"]).read_text().rstrip())
+        # X
+        <BLANKLINE>
+        ## Plots
+        <BLANKLINE>
+        ![a.png](a.png)
+        <BLANKLINE>
+        ## Configuration
+        """
+        from cnnkit.experiment.report import configuration_lines, write_files  # report.py imports this module
+
+        lines = list(lines)
+        if plots:
+            lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+        lines += ["## Configuration", "", *configuration_lines(self.jobs, [(e.label, e.job) for e in entries])]
+        payload = {"meta": self.meta, "analysis": analysis, "parts": {p: [vars(e) for e in es] for p, es in self.table.items()},
+                   "results": self.results}
+        return write_files(self.exp_dir, self.programme.report_name, self.results_name, lines, payload)
 
 
 @dataclass(frozen=True)

@@ -32,19 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.cli_args import number as _number
+from cnnkit.cli_args import positive_int as _positive_int
 from cnnkit.errors import MismatchError
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _positive_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return v
 
 
 def _unit_arg(value: str) -> tuple[int, int]:
@@ -56,16 +48,6 @@ def _unit_arg(value: str) -> tuple[int, int]:
     if i < 0 or j < 0:
         raise argparse.ArgumentTypeError(f"a unit's row and column are >= 0, got {value!r}")
     return i, j
-
-
-def _number(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    return v
 
 
 def _kernel_arg(value: str) -> str:

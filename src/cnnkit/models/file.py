@@ -19,12 +19,14 @@ Examples
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cnnkit.errors import MismatchError, ModelFileError, quote
+from cnnkit.limits import LIMITS, check_size
 from cnnkit.nn.architecture import from_data, to_data
 from cnnkit.nn.base import Layer
 from cnnkit.nn.init import shapes_only
@@ -276,4 +278,7 @@ def _shape(value: Any, path: PathLike) -> tuple[int, ...] | None:
         return None
     if not (isinstance(value, list) and 1 <= len(value) <= 3 and all(isinstance(v, int) and v >= 1 for v in value)):
         raise ModelFileError(f"{path}: input_shape must be a list of 1 to 3 positive integers, got {quote(value, 80)}")
+    # one float32 input of that shape must be a size a file may declare (before any layer sizes itself by it)
+    check_size(4 * math.prod(value), LIMITS.file_bytes, f"{path}: one input of input_shape {quote(value, 80)}",
+               error=ModelFileError)
     return tuple(value)
