@@ -114,6 +114,28 @@ def test_extra_and_retyped_arrays_are_refused(tmp_path: Path) -> None:
         load_model(half)
 
 
+def test_weights_that_can_only_give_wrong_numbers_are_refused(tmp_path: Path) -> None:
+    """A NaN or infinite weight, or a negative batch-norm running variance, is a ModelFileError at load time,
+    not NaN scores later (found by the fuzzer: a running variance of -3 gave NaN predictions without a word)."""
+    net = create("conv3x3x1x4,bn,relu,pool2,fc3", np.random.default_rng(0), input_shape=SHAPE)
+    path = tmp_path / "bn.npz"
+    save_model(path, net, input_shape=SHAPE, classes=["a", "b", "c"])
+    arrays, _ = load_arrays(path)
+    weight = next(k for k in arrays if k.startswith("param/") and k.endswith("weight"))
+    var = next(k for k in arrays if k.endswith("running_var"))
+
+    def poke(key: str, value: float) -> Any:
+        def edit(a: dict) -> None:
+            a[key] = a[key].copy()
+            a[key].flat[0] = value
+        return edit
+
+    for key, value, words in ((weight, np.nan, "NaN"), (weight, np.inf, "infinite"), (var, -3.0, "negative")):
+        bad = _edit(path, tmp_path / "bad.npz", arrays_edit=poke(key, value))
+        with pytest.raises(ModelFileError, match=words):
+            load_model(bad)
+
+
 def test_a_files_data_entry_is_never_a_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A model file saying it was trained on /etc must not make `cnnkit eval` read /etc."""
     bad = _edit(_model_file(tmp_path), tmp_path / "m.npz", lambda m: m.update(data="/etc"))

@@ -16,6 +16,7 @@ import os
 import stat
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -275,7 +276,7 @@ class NpzReader:
                 else:
                     raise ValueError(f"npy format version {version}")
                 header_len = f.tell()
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, SyntaxError, TypeError) as exc:
             raise self._fail(f"member {quote(key, 80)} is not a readable .npy array ({_short(exc)})") from None
         dtype = np.dtype(dtype)
         if dtype.kind not in ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype is not None:
@@ -308,7 +309,7 @@ class NpzReader:
                     got += len(chunk)
                 if got != h.nbytes or f.read(1):
                     raise ValueError(f"holds {got:,} bytes, not the {h.nbytes:,} its header declares")
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise self._fail(f"array {quote(key, 80)} cannot be read ({_short(exc)})") from None
         return out
 

@@ -194,6 +194,7 @@ def load_model(path: PathLike) -> ModelFile:
             raise ModelFileError(f"{path}: holds arrays its architecture does not have: {quote(unknown[:5], 200)}")
         network = _network(meta, fmt, dtype, input_shape, path)
         arrays = {k: z.read(k) for k in z.headers}
+    _check_values(arrays, expected, path)
     try:
         load_state_arrays(network, arrays)
     except ValueError as exc:
@@ -271,6 +272,19 @@ def _refs(tree: Any, path: PathLike) -> set[str]:
         elif isinstance(v, list):
             stack.extend(v)
     return out
+
+
+def _check_values(arrays: dict[str, Any], expected: dict[str, Any], path: PathLike) -> None:
+    """ModelFileError for weights that could only give wrong numbers: a NaN or infinity in a parameter or
+    buffer, or a negative batch-norm running variance (whose square root is NaN)."""
+    for key in expected:
+        a = arrays.get(key)
+        if a is None or a.dtype.kind != "f":
+            continue
+        if not np.isfinite(a).all():
+            raise ModelFileError(f"{path}: {key} holds NaN or infinite values")
+        if key.endswith("running_var") and (a < 0).any():
+            raise ModelFileError(f"{path}: {key} holds negative variances (smallest {float(a.min()):.3g})")
 
 
 def _shape(value: Any, path: PathLike) -> tuple[int, ...] | None:
