@@ -60,5 +60,7 @@ LIMITS = Limits.from_env()
 def check_size(n: int, limit: int, what: str, field: str = "file_bytes", error: type[ValueError] = ValueError) -> int:
     """``n`` if it is at most ``limit``; ``error`` naming ``what``, the limit and its variable otherwise."""
     if n > limit:
-        raise error(f"{what} would take {n:,} bytes, over the limit of {limit:,} (CNNKIT_MAX_{field.upper()})")
+        digits = len(str(n)) if n < 10**4000 else None  # str() of a huge integer is slow and refused past 4300 digits
+        shown = f"{n:,}" if digits is not None and digits <= 24 else f"about 10^{digits - 1 if digits else int(n.bit_length() * 0.30103)}"
+        raise error(f"{what} would take {shown} bytes, over the limit of {limit:,} (CNNKIT_MAX_{field.upper()})")
     return n
