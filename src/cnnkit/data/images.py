@@ -322,10 +322,12 @@ def decode_image(path: str | os.PathLike, color: str, size: tuple[int, int] | No
     image = pillow()
     with _open(path, "image") as f, _bounded_pillow(image):
         try:
-            with image.open(f, formats=IMAGE_FORMATS) as im:
-                _check_pixels(path, im.size[1], im.size[0])  # from the header: nothing decoded yet
+            with image.open(f, formats=IMAGE_FORMATS) as src:
+                _check_pixels(path, src.size[1], src.size[0])  # from the header: nothing decoded yet
                 _check_png(f, path)
-                im = im.convert(mode)
+                im = src.convert(mode)
+                if im is not src:
+                    src.close()  # the decoded pixels (3x the result for a colour image read as grey) go at once
                 if size is not None and im.size != (size[1], size[0]):
                     im = im.resize((size[1], size[0]), resample_filter())
                 return np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], channels)
