@@ -293,8 +293,13 @@ class Layer:
 
     def astype(self: L, dtype: Any) -> L:
         """Convert parameters, gradients and floating-point buffers to ``dtype`` in place; returns self."""
-        self.params = {k: v.astype(dtype) for k, v in self.params.items()}
-        self.buffers = {k: v.astype(dtype) if xp.issubdtype(v.dtype, xp.floating) else v for k, v in self.buffers.items()}
+        from cnnkit.nn.init import building_shapes_only, filled
+
+        def convert(v: Array) -> Array:  # a placeholder of shapes_only() stays one (astype would allocate it)
+            return filled(tuple(v.shape), 0.0, dtype) if building_shapes_only() else v.astype(dtype)
+
+        self.params = {k: convert(v) for k, v in self.params.items()}
+        self.buffers = {k: convert(v) if xp.issubdtype(v.dtype, xp.floating) else v for k, v in self.buffers.items()}
         self._init_grads()
         return self
 

@@ -72,6 +72,26 @@ def _placeholder(shape: tuple[int, ...], dtype: Any) -> Array:
     return xp.broadcast_to(xp.zeros((), dtype=dtype or default_float()), shape)
 
 
+def filled(shape: int | tuple[int, ...], value: float, dtype: Any = None) -> Array:
+    """An array of ``value`` (BN's ones and zeros); a placeholder inside :func:`shapes_only`, so that a layer
+    of a billion channels costs nothing until the parameter limit has been checked.
+
+    Examples
+    --------
+    >>> from cnnkit.nn.init import filled, shapes_only
+    >>> filled(3, 1.0, "float32")
+    array([1., 1., 1.], dtype=float32)
+    >>> with shapes_only():
+    ...     big = filled(10**12, 0.0, "float32")
+    >>> big.shape, big.strides
+    ((1000000000000,), (0,))
+    """
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if building_shapes_only():
+        return _placeholder(shape, dtype)
+    return xp.full(shape, value, dtype=dtype or default_float())
+
+
 def zeros_like(a: Array) -> Array:
     """Zeros shaped and typed like ``a`` (a placeholder inside :func:`shapes_only`).
 

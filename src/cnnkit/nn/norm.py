@@ -13,6 +13,7 @@ from typing import Any
 from cnnkit.backend import Array, default_float, xp
 from cnnkit.errors import ShapeError
 from cnnkit.nn.base import Layer, LayerInfo, elementwise_info
+from cnnkit.nn.init import filled
 from cnnkit.ops.norm import batch_norm_backward, batch_norm_forward
 
 
@@ -52,11 +53,11 @@ class _BatchNorm(Layer):
         self._batches = 0
         dt = dtype or default_float()
         if affine:
-            self.params["weight"] = xp.ones(self.num_features, dtype=dt)
-            self.params["bias"] = xp.zeros(self.num_features, dtype=dt)
+            self.params["weight"] = filled(self.num_features, 1.0, dt)
+            self.params["bias"] = filled(self.num_features, 0.0, dt)
         if track_running_stats:
-            self.buffers["running_mean"] = xp.zeros(self.num_features, dtype=dt)
-            self.buffers["running_var"] = xp.ones(self.num_features, dtype=dt)
+            self.buffers["running_mean"] = filled(self.num_features, 0.0, dt)
+            self.buffers["running_var"] = filled(self.num_features, 1.0, dt)
             self.buffers["num_batches_tracked"] = xp.zeros((), dtype=xp.int64)
         self._init_grads()
 
