@@ -67,11 +67,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import math
 import os
-import pickle
 import re
 import statistics
 import sys
@@ -282,7 +282,7 @@ class _ThreadGroup:
 
 class ThreadCommunicator(Communicator):
     """Rank ``rank`` of a group of threads in one process (made by :func:`run_in_threads`): MPI's semantics
-    (objects pass through pickle, sums are taken in rank order, so they are the same on every rank), no MPI.
+    (objects are deep-copied between ranks, sums are taken in rank order, so they are the same on every rank), no MPI.
 
     ``abort`` breaks the group's barrier: every other rank's next (or current) collective raises
     :class:`DistributedError`, as ``mpiexec`` ends every process when one aborts.
@@ -319,18 +319,18 @@ class ThreadCommunicator(Communicator):
 
     def allgather(self, obj: Any) -> list[Any]:
         g = self._group
-        g.slots[self.rank] = pickle.dumps(obj)
+        g.slots[self.rank] = copy.deepcopy(obj)
         self._sync()
-        out = [pickle.loads(s) for s in g.slots]
+        out = [copy.deepcopy(s) for s in g.slots]
         self._sync()
         return out
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
         g = self._group
         if self.rank == root:
-            g.slots[root] = pickle.dumps(obj)
+            g.slots[root] = copy.deepcopy(obj)
         self._sync()
-        out = pickle.loads(g.slots[root])
+        out = copy.deepcopy(g.slots[root])
         self._sync()
         return out
 
