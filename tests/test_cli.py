@@ -356,7 +356,7 @@ def test_predict_resizes_a_colour_png(trained_run: Run, tmp_path: Path) -> None:
     Image.fromarray(np.full((40, 40, 3), 200, dtype=np.uint8), mode="RGB").save(png)
     r = cli(["predict", trained_run.out, png, "--top", "1"])
     assert r.code == 0, r.err
-    assert re.match(rf"{re.escape(str(png))}: \d  \(\d \d+\.\d%\)$", r.out.strip()), r.out
+    assert re.match(rf"{re.escape(str(png))}: \d  \(\d \d+\.\d%\)  \[resized from 40x40 to 28x28\]$", r.out.strip()), r.out
 
 
 def test_predict_missing_and_bad_images(trained_run: Run, tmp_path: Path) -> None:

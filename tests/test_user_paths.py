@@ -353,6 +353,26 @@ def test_training_and_predict_resample_identically(tmp_path: Path) -> None:
         assert np.array_equal(decode_image(f, "rgb", (28, 28)), ds_rgb.images[i]), f
 
 
+def test_predict_says_when_an_image_was_resized(cli: Any, tmp_path: Path) -> None:
+    """predict resizes an image of another size to the model's input, as training did, and says so: the JSON
+    names the source size, the text line too, and a changed aspect ratio points at --score-map."""
+    from cnnkit.models import create
+    from cnnkit.models.file import save_model
+
+    net = create("conv3x3x1x4,relu,pool2,fc3", np.random.default_rng(0), input_shape=(8, 8, 1))
+    save_model(tmp_path / "m.npz", net, input_shape=(8, 8, 1), classes=["a", "b", "c"])
+    rng = np.random.default_rng(1)
+    write_pngs(tmp_path / "imgs", [rng.integers(0, 256, (8, 8), dtype=np.uint8), rng.integers(0, 256, (8, 24), dtype=np.uint8)])
+    same, wide = sorted((tmp_path / "imgs").glob("*.png"))
+    r = cli(["predict", str(tmp_path / "m.npz"), str(same), str(wide), "--json"])
+    assert r.code == 0, r.err
+    results = json.loads(r.out)
+    assert "resized_from" not in results[0]
+    assert results[1]["resized_from"] == [8, 24] and results[1]["resized_to"] == [8, 8]
+    r = cli(["predict", str(tmp_path / "m.npz"), str(wide)])
+    assert "resized from 8x24 to 8x8" in r.out and "--score-map" in r.out
+
+
 # -- per-model defaults ----------------------------------------------------------------------------------
 
 

@@ -442,7 +442,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for r in results:
             best = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
-            print(f"{r['file']}: {r['class']}  ({best})")
+            note = ""
+            if "resized_from" in r:
+                (h, w), (mh, mw) = r["resized_from"], r["resized_to"]
+                note = f"  [resized from {h}x{w} to {mh}x{mw}"
+                if abs(h / w - mh / mw) > 0.1 * h / w:
+                    note += "; its aspect ratio changed: for an image larger than the model's input, see predict --score-map"
+                note += "]"
+            print(f"{r['file']}: {r['class']}  ({best}){note}")
     return 0
 
 

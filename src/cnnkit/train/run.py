@@ -432,7 +432,7 @@ def predict_files(
     [('a.npy', 'light', [('light', 0.9999), ('dark', 0.0001)]), ('b.npy', 'dark', [('dark', 1.0), ('light', 0.0)])]
     """
     from cnnkit.data import Preprocessor
-    from cnnkit.data.images import color_for, decode_image, parse_size
+    from cnnkit.data.images import color_for, decode_image, parse_size, read_image_size
     from cnnkit.models.file import load_model
     from cnnkit.train.fit import predict
 
@@ -464,5 +464,10 @@ def predict_files(
         x = pre.transform(images, dtype=net.dtype) if pre is not None else images.astype(net.dtype)
         for f, p in zip(chunk, to_numpy(predict(net, x))):
             order = np.argsort(-p)[: max(1, min(top, len(classes)))]
-            results.append({"file": str(f), "class": classes[order[0]], "top": [(classes[i], float(p[i])) for i in order]})
+            result: dict[str, Any] = {"file": str(f), "class": classes[order[0]], "top": [(classes[i], float(p[i])) for i in order]}
+            source = read_image_size(f)  # the header only; an image of another size was resized, and that is said
+            if tuple(source) != tuple(shape[:2]):
+                result["resized_from"] = [int(source[0]), int(source[1])]
+                result["resized_to"] = [int(shape[0]), int(shape[1])]
+            results.append(result)
     return results
