@@ -349,6 +349,17 @@ class _Plan:
 _FEATUREWISE = (ReLU, Sigmoid, Tanh, LeakyReLU, ELU, Softplus, Softmax, LogSoftmax, PReLU, Dropout, Identity, BatchNorm1d, Merge)
 
 
+def _count(n: int) -> str:
+    """``n`` with thousands separators, or shortened when a file declares an absurdly long integer.
+
+    Examples
+    --------
+    >>> _count(1234567), _count(10**200)
+    ('1,234,567', '10000000000000000000000000000000000... (201 characters)')
+    """
+    return f"{n:,}" if n.bit_length() <= 128 else quote(n, 40)
+
+
 def _normal(perm: np.ndarray) -> Perm:
     """None for the identity (a 1 x 1 image, one channel): nothing to reorder."""
     return None if bool(np.array_equal(perm, np.arange(perm.size))) else perm
@@ -621,8 +632,8 @@ def _read_safetensors(path: PathLike) -> dict[str, _Source]:
             raise fail(f"tensor {name} declares invalid data_offsets {quote(offsets, 80)}")
         nbytes = math.prod(shape) * SAFETENSORS_ITEMSIZE[dtype]
         if offsets[1] - offsets[0] != nbytes:
-            raise fail(f"tensor {name} declares {dtype} {tuple(shape)} ({nbytes:,} bytes) but data_offsets of "
-                       f"{offsets[1] - offsets[0]:,} bytes")
+            raise fail(f"tensor {name} declares {dtype} {quote(tuple(shape), 80)} ({_count(nbytes)} bytes) but "
+                       f"data_offsets of {_count(offsets[1] - offsets[0])} bytes")
         spans.append((offsets[0], offsets[1], key))
         sources[key] = _Source(dtype, tuple(shape), _reader(data, start + offsets[0], dtype, tuple(shape)))
     end = 0
