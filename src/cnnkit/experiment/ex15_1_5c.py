@@ -10,11 +10,12 @@ errors, which both reach), the best validation error and its epoch, and the test
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cnnkit.experiment.analysis import epochs_to_reach
 from cnnkit.experiment.nets import cnn4_spec
 from cnnkit.experiment.plan import Entry, Job, Planner, Programme, ReportContext, check_parts, make_config
-from cnnkit.experiment.report import figures, pct
+from cnnkit.experiment.report import pct
 
 PARTS = ("dropout",)
 TITLES = {"dropout": "Without vs with dropout: epochs to reach a training loss or a validation error"}
@@ -126,30 +127,19 @@ def report(ctx: ReportContext) -> Path:
         loss = f"{r['train_loss']:.4f}" if r.get("train_loss") is not None else "n/a"
         lines.append(f"| {e.label} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in reach)
                      + f" | {loss} | {pct(best[0]) + f' ({best[1]})' if best else 'n/a'} | {pct(r.get('test_error'))} |")
-    comments = dropout_lines(entries, ctx.results)
-    lines += [""] + [f"- {c}" for c in comments] + [""]
-    with figures(ctx.exp_dir, "ex15.1-5c-") as figs:
-        if figs is not None and any(e.job in ctx.results for e in entries):
-            fig, (ax1, ax2) = figs.new((11, 4), ncols=2)
-            for e in entries:
-                r = ctx.results.get(e.job) or {}
-                if not r:
-                    continue
-                style = "-" if e.group == "dropout" else "--"
-                loss_curve = r.get("train_loss_per_epoch") or []
-                val_curve = r.get("val_error_per_epoch") or []
-                ax1.plot(range(1, len(loss_curve) + 1), loss_curve, style, label=e.label)
-                ax2.plot(range(1, len(val_curve) + 1), [100 * v for v in val_curve], style, label=e.label)
-            ax1.set_yscale("log")
-            ax1.set(xlabel="epoch", ylabel="training loss", title="training loss")
-            ax2.set(xlabel="epoch", ylabel="validation error (%)", title="validation error")
-            for ax in (ax1, ax2):
-                ax.grid(True, which="both", alpha=0.3)
-                ax.legend()
-            figs.save(fig, "curves.png")
-        plots = figs.made if figs is not None else []
-    return ctx.write(lines, entries, {"commentary": comments}, plots)
-
+    def draw(figs: Any) -> None:
+        fig, (ax1, ax2) = figs.new((11, 4), ncols=2)
+        for e in entries:
+            r = ctx.results.get(e.job) or {}
+            style = "-" if e.group == "dropout" else "--"
+            loss_curve, val_curve = r.get("train_loss_per_epoch") or [], r.get("val_error_per_epoch") or []
+            ax1.plot(range(1, len(loss_curve) + 1), loss_curve, style, label=e.label)
+            ax2.plot(range(1, len(val_curve) + 1), [100 * v for v in val_curve], style, label=e.label)
+        ax1.set_yscale("log")
+        ax1.set(xlabel="epoch", ylabel="training loss", title="training loss")
+        ax2.set(xlabel="epoch", ylabel="validation error (%)", title="validation error")
+        figs.save(fig, "curves.png", ax1, ax2, which="both")
+    return ctx.finish(lines, entries, dropout_lines(entries, ctx.results), {}, "ex15.1-5c-", draw)
 
 PROGRAMME = Programme("ex15.1-5c", "Exercises 15.1, 15.5(c): dropout's cost in epochs to converge", PARTS, TITLES, plan, report,
                       30, "runs/ex15.1-5c", DATA)

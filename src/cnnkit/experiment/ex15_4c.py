@@ -9,9 +9,10 @@ and ``fc10``: ``cnn-gap-mnist``). The report gives their parameters (whole netwo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cnnkit.experiment.plan import Entry, Job, Planner, Programme, ReportContext, check_parts, make_config
-from cnnkit.experiment.report import figures, pct
+from cnnkit.experiment.report import pct
 
 PARTS = ("heads",)
 TITLES = {"heads": "FC head vs global-average-pooling head on the same convolutional body"}
@@ -113,25 +114,18 @@ def report(ctx: ReportContext) -> Path:
         total, head = params[e.job]
         lines.append(f"| {e.label} | {total:,} | {head:,} | {pct(r.get('test_error'))} | {pct(r.get('train_error'))} | {best} | "
                      f"{r.get('wall_seconds', float('nan')):.0f} s |")
-    comments = heads_lines(entries, ctx.results, params)
-    lines += [""] + [f"- {c}" for c in comments] + [""]
-    with figures(ctx.exp_dir, "ex15.4c-") as figs:
-        if figs is not None and any(e.job in ctx.results for e in entries):
-            fig, ax = figs.new()
-            for e in entries:
-                r = ctx.results.get(e.job) or {}
-                if r:
-                    for key, style, what in (("test_error_per_epoch", "-o", "test"), ("train_error_per_epoch", "--", "training")):
-                        v = r.get(key) or []
-                        name = e.group.upper() if e.group else e.label
-                        ax.plot(range(1, len(v) + 1), [100 * x for x in v], style, markersize=3, label=f"{name} {what}")
-            ax.set(xlabel="epoch", ylabel="error (%)", title="FC head vs GAP head")
-            ax.grid(True, alpha=0.3)
-            ax.legend()
-            figs.save(fig, "curves.png")
-        plots = figs.made if figs is not None else []
-    return ctx.write(lines, entries, {"params": params, "commentary": comments}, plots)
-
+    def draw(figs: Any) -> None:
+        fig, ax = figs.new()
+        for e in entries:
+            r = ctx.results.get(e.job) or {}
+            for key, style, what in (("test_error_per_epoch", "-o", "test"), ("train_error_per_epoch", "--", "training")):
+                v = r.get(key) or []
+                if v:
+                    ax.plot(range(1, len(v) + 1), [100 * x for x in v], style, markersize=3,
+                            label=f"{e.group.upper() if e.group else e.label} {what}")
+        ax.set(xlabel="epoch", ylabel="error (%)", title="FC head vs GAP head")
+        figs.save(fig, "curves.png", ax)
+    return ctx.finish(lines, entries, heads_lines(entries, ctx.results, params), {"params": params}, "ex15.4c-", draw)
 
 PROGRAMME = Programme("ex15.4c", "Exercise 15.4(c): FC head vs global average pooling", PARTS, TITLES, plan, report, 10,
                       "runs/ex15.4c", DATA)

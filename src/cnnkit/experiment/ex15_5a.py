@@ -16,7 +16,7 @@ from typing import Any
 from cnnkit.experiment.analysis import epochs_to_reach
 from cnnkit.experiment.nets import cnn4_spec
 from cnnkit.experiment.plan import Entry, Job, Planner, Programme, ReportContext, check_parts, make_config
-from cnnkit.experiment.report import figures, pct
+from cnnkit.experiment.report import pct
 
 PARTS = ("speed",)
 TITLES = {"speed": "ReLU vs tanh: epochs to reach a training error"}
@@ -116,24 +116,17 @@ def report(ctx: ReportContext) -> Path:
         table[e.label] = {"epochs_to": dict(zip((str(t) for t in TARGETS), reach))}
         lines.append(f"| {e.label} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in reach)
                      + f" | {pct(r.get('train_error'))} | {pct(r.get('test_error'))} |")
-    comments = speed_lines(entries, ctx.results)
-    lines += [""] + [f"- {c}" for c in comments] + [""]
-    with figures(ctx.exp_dir, "ex15.5a-") as figs:
-        if figs is not None and any(e.job in ctx.results for e in entries):
-            fig, ax = figs.new()
-            for e in entries:
-                r = ctx.results.get(e.job) or {}
-                if r:
-                    v = [START, *list(r.get("train_error_per_epoch") or [])]
-                    ax.plot(range(len(v)), [100 * x for x in v], "-" if e.group == "relu" else "--", label=e.label)
-            ax.axhline(100 * HEADLINE, color="grey", lw=0.8)
-            ax.set(xlabel="epoch", ylabel="training error (%)", title="ReLU (solid) vs tanh (dashed)")
-            ax.grid(True, alpha=0.3)
-            ax.legend()
-            figs.save(fig, "training_error.png")
-        plots = figs.made if figs is not None else []
-    return ctx.write(lines, entries, {"table": table, "commentary": comments}, plots)
-
+    def draw(figs: Any) -> None:
+        fig, ax = figs.new()
+        for e in entries:
+            r = ctx.results.get(e.job) or {}
+            if r:
+                v = [START, *list(r.get("train_error_per_epoch") or [])]
+                ax.plot(range(len(v)), [100 * x for x in v], "-" if e.group == "relu" else "--", label=e.label)
+        ax.axhline(100 * HEADLINE, color="grey", lw=0.8)
+        ax.set(xlabel="epoch", ylabel="training error (%)", title="ReLU (solid) vs tanh (dashed)")
+        figs.save(fig, "training_error.png", ax)
+    return ctx.finish(lines, entries, speed_lines(entries, ctx.results), {"table": table}, "ex15.5a-", draw)
 
 PROGRAMME = Programme("ex15.5a", "Exercise 15.5(a): ReLU vs tanh training speed (AlexNet fig. 1)", PARTS, TITLES, plan, report,
                       15, "runs/ex15.5a", DATA)

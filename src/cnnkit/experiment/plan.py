@@ -209,6 +209,35 @@ class ReportContext:
                    "results": self.results}
         return write_files(self.exp_dir, self.programme.report_name, self.results_name, lines, payload)
 
+    def finish(self, lines: Sequence[str], entries: Sequence[Entry], comments: Sequence[str], analysis: dict[str, Any],
+               prefix: str, draw: Callable[[Any], None]) -> Path:
+        """End a one-part report: ``comments`` as bullets, then the plots ``draw(figs)`` saves through a
+        :class:`~cnnkit.experiment.report.Figures` named with ``prefix`` (only with matplotlib installed and once a
+        run of ``entries`` has finished), then :meth:`write` with ``analysis`` and the commentary.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from cnnkit.experiment import PROGRAMMES
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     ctx = ReportContext(Path(d), PROGRAMMES["ex15.5a"], {}, {}, {}, {"runs": 0})
+        ...     print(ctx.finish(["# X"], [], ["an answer"], {}, "x-", print).read_text().rstrip())
+        # X
+        <BLANKLINE>
+        - an answer
+        <BLANKLINE>
+        ## Configuration
+        """
+        from cnnkit.experiment.report import figures  # report.py imports this module
+
+        plots: list[str] = []
+        with figures(self.exp_dir, prefix) as figs:
+            if figs is not None and any(e.job in self.results for e in entries):
+                draw(figs)
+                plots = figs.made
+        return self.write([*lines, "", *(f"- {c}" for c in comments), ""], entries,
+                          {**analysis, "commentary": list(comments)}, plots)
+
 
 @dataclass(frozen=True)
 class Programme:

@@ -232,7 +232,11 @@ class Figures:
     def new(self, figsize: tuple[float, float] = (6, 4), ncols: int = 1) -> tuple[Any, Any]:
         return self.plt.subplots(1, ncols, figsize=figsize)
 
-    def save(self, fig: Any, name: str) -> None:
+    def save(self, fig: Any, name: str, *axes: Any, which: str = "major", legend_size: float | None = None) -> None:
+        """Write ``fig`` as ``<prefix><name>``; ``axes`` get a light grid (on ``which`` ticks) and a legend first."""
+        for ax in axes:
+            ax.grid(True, which=which, alpha=0.3)
+            ax.legend(fontsize=legend_size)
         buf = io.BytesIO()
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=100)
