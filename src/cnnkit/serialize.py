@@ -392,11 +392,11 @@ def load_arrays(path: PathLike, error: type[ValueError] = ValueError) -> tuple[d
     >>> import numpy as np
     >>> from cnnkit.serialize import load_arrays
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     np.save(Path(d) / "evil.npy", np.array([object()]), allow_pickle=True)
-    ...     load_arrays(Path(d) / "evil.npy")
+    ...     np.save(Path(d) / "bare.npy", np.zeros(3))
+    ...     load_arrays(Path(d) / "bare.npy")
     Traceback (most recent call last):
     ...
-    ValueError: .../evil.npy: not a cnnkit .npz file (File is not a zip file)
+    ValueError: .../bare.npy: not a cnnkit .npz file (File is not a zip file)
     """
     with NpzReader(path, error) as z:
         return z.read_all(), z.meta
